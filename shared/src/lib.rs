@@ -1,0 +1,29 @@
+//! strokeseg-shared: the code that the trainer and the edge runtime must agree on.
+//!
+//! The core is `#![no_std]` and allocation-free: preprocessing (per-volume statistics,
+//! brain mask, normalisation, resampling and its inverse), metrics and postprocessing all
+//! work into caller-provided buffers, so the same code runs on the training host, the ARM
+//! edge box and a Cortex-M test firmware. The `std` feature adds NIfTI study I/O, dataset
+//! discovery and the synthetic CTP phantom generator.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod brain_mask;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod modality;
+pub mod postprocess;
+pub mod preprocess;
+pub mod stats;
+
+#[cfg(feature = "std")]
+pub mod io;
+#[cfg(feature = "std")]
+pub mod phantom;
+
+pub use config::PreprocessConfig;
+pub use error::CoreError;
+pub use modality::Modality;
