@@ -48,10 +48,21 @@ pub enum Normalization {
 }
 
 impl Normalization {
-    /// The default: brain 1st–99th percentile to [0, 1], clamped to [−1, 2].
+    /// The default for perfusion maps: brain 1st–99th percentile to [0, 1], clamped to
+    /// [−1, 2]. Robust to the unknown per-case gain of ISLES CBF/CBV maps.
     pub const ROBUST: Normalization = Normalization::Percentile {
         lower_pct: 1.0,
         upper_pct: 99.0,
+        clip: 1.0,
+    };
+
+    /// The default for CT: the clinical brain window (level 40 HU, width 80 HU) to [0, 1],
+    /// clamped to [−1, 2] (−80…160 HU). CT is calibrated in Hounsfield units, so a fixed
+    /// window keeps grey/white contrast that percentiles would spend on partial-volume
+    /// skull at the brain edge.
+    pub const CT_BRAIN_WINDOW: Normalization = Normalization::Fixed {
+        offset: 0.0,
+        scale: 80.0,
         clip: 1.0,
     };
 }
@@ -109,8 +120,9 @@ pub struct PreprocessConfig {
 }
 
 impl Default for PreprocessConfig {
-    /// CBF, CBV, MTT, Tmax, CT (the paper's five inputs), robust percentile normalisation,
-    /// 1.5 mm in-plane on a 160×160 grid (a 240 mm field of view, wider than any head).
+    /// CBF, CBV, MTT, Tmax, CT (the paper's five inputs); robust percentile normalisation
+    /// for the maps and the brain window for CT; 1.5 mm in-plane on a 160×160 grid (a
+    /// 240 mm field of view, wider than any head).
     fn default() -> Self {
         let mut channels = Vec::new();
         for modality in [
@@ -121,10 +133,12 @@ impl Default for PreprocessConfig {
             Modality::Ct,
         ] {
             // Five fit in MAX_CHANNELS; a failed push is impossible but harmless.
-            let _ = channels.push(ChannelSpec {
-                modality,
-                norm: Normalization::ROBUST,
-            });
+            let norm = if modality == Modality::Ct {
+                Normalization::CT_BRAIN_WINDOW
+            } else {
+                Normalization::ROBUST
+            };
+            let _ = channels.push(ChannelSpec { modality, norm });
         }
         PreprocessConfig {
             version: PREPROCESS_VERSION,
@@ -207,10 +221,10 @@ impl PreprocessConfig {
         if self.input_height == 0 || self.input_width == 0 {
             return bad("input size must be non-zero");
         }
-        if let Some((lo, hi)) = self.brain_mask.ct_hu_range {
-            if !(lo < hi) {
-                return bad("ct_hu_range must have low < high");
-            }
+        if let Some((lo, hi)) = self.brain_mask.ct_hu_range
+            && (lo >= hi || lo.is_nan() || hi.is_nan())
+        {
+            return bad("ct_hu_range must have low < high");
         }
         Ok(())
     }

@@ -282,7 +282,8 @@ impl VolumeStats {
                     let lo = stats.histogram.percentile(lower_pct).ok_or(no_brain)?;
                     let hi = stats.histogram.percentile(upper_pct).ok_or(no_brain)?;
                     let range = hi - lo;
-                    if !(range > 1e-6 * libm::fabsf(hi).max(libm::fabsf(lo)).max(1e-6)) {
+                    let min_range = 1e-6 * libm::fabsf(hi).max(libm::fabsf(lo)).max(1e-6);
+                    if range.is_nan() || range <= min_range {
                         return Err(CoreError::ConstantChannel {
                             modality: spec.modality,
                             value: hi,
@@ -298,7 +299,7 @@ impl VolumeStats {
                 Normalization::ZScore { clip } => {
                     let mean = stats.mean().ok_or(no_brain)?;
                     let sd = stats.sd().ok_or(no_brain)?;
-                    if !(sd > 1e-6 * libm::fabs(mean).max(1e-6)) {
+                    if sd.is_nan() || sd <= 1e-6 * libm::fabs(mean).max(1e-6) {
                         return Err(CoreError::ConstantChannel {
                             modality: spec.modality,
                             value: mean as f32,

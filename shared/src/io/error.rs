@@ -143,6 +143,15 @@ pub enum IoError {
         /// What differs, with both values.
         what: String,
     },
+    /// The study's values could not be preprocessed (e.g. an all-zero perfusion map).
+    #[error("{path}: {source}")]
+    Preprocess {
+        /// The case folder.
+        path: PathBuf,
+        /// What the preprocessing refused.
+        #[source]
+        source: crate::error::CoreError,
+    },
     /// A dataset folder or patients CSV that cannot be used.
     #[error("{path}: {reason}")]
     Dataset {
@@ -176,6 +185,7 @@ impl IoError {
             | IoError::SliceOutOfRange { path, .. }
             | IoError::BufferSize { path, .. }
             | IoError::SliceCount { path, .. }
+            | IoError::Preprocess { path, .. }
             | IoError::Dataset { path, .. } => path,
             IoError::MissingModality { case_dir, .. }
             | IoError::DuplicateModality { case_dir, .. } => case_dir,

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use nifti::NiftiHeader;
 
 use super::{GridTolerance, HeaderInfo, IoError, NiftiVolumeReader, ReadLimits, SliceStats};
+use crate::brain_mask::compute_brain_mask;
+use crate::config::PreprocessConfig;
 use crate::modality::Modality;
+use crate::stats::{NormParams, VolumeStats};
 
 /// The image files of one case, by modality. Nothing is opened.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,6 +281,60 @@ impl Study {
                 found: "study opened without ground truth".into(),
             }),
         }
+    }
+}
+
+/// What pass 1 over a study found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyStats {
+    /// Per-channel statistics over the brain voxels of the whole volume.
+    pub volume: VolumeStats,
+    /// Non-finite voxels replaced by 0, per channel (config order).
+    pub non_finite_per_channel: Vec<usize>,
+    /// The normalisation of each channel that pass 2 applies.
+    pub norm: NormParams,
+}
+
+impl Study {
+    /// Pass 1: streams every slice of every channel once and gathers the per-volume
+    /// statistics inside the brain mask. Memory: one slice per channel plus the fixed-size
+    /// statistics, whatever the number of slices. Fails when the volume has no brain
+    /// voxels or a channel is constant inside the brain (nothing to normalise).
+    ///
+    /// The study must have been opened with `config`'s channels, in order.
+    pub fn gather_stats(&mut self, config: &PreprocessConfig) -> Result<StudyStats, IoError> {
+        let case_dir = self.files.case_dir.clone();
+        let core = |source| IoError::Preprocess {
+            path: case_dir.clone(),
+            source,
+        };
+        let wanted: Vec<Modality> = config.channels.iter().map(|c| c.modality).collect();
+        let have: Vec<Modality> = self.channels().collect();
+        if wanted != have {
+            return Err(IoError::Dataset {
+                path: case_dir.clone(),
+                reason: format!("study opened with channels {have:?}, config needs {wanted:?}"),
+            });
+        }
+        let n = self.reference.slice_voxels();
+        let mut slices = vec![vec![0f32; n]; wanted.len()];
+        let mut brain = vec![0u8; n];
+        let mut volume = VolumeStats::new(wanted.len()).map_err(core)?;
+        let mut non_finite_per_channel = vec![0usize; wanted.len()];
+        for z in 0..self.n_slices() {
+            for (c, buf) in slices.iter_mut().enumerate() {
+                non_finite_per_channel[c] += self.read_channel_slice(c, z, buf)?.non_finite;
+            }
+            let views: Vec<&[f32]> = slices.iter().map(Vec::as_slice).collect();
+            compute_brain_mask(config, &views, &mut brain).map_err(core)?;
+            volume.add_slice(&views, &brain).map_err(core)?;
+        }
+        let norm = volume.norm_params(config).map_err(core)?;
+        Ok(StudyStats {
+            volume,
+            non_finite_per_channel,
+            norm,
+        })
     }
 }
 
