@@ -1,0 +1,67 @@
+//! `cargo xtask`: the project's developer tasks, in plain Rust so they run wherever cargo does.
+//!
+//! ```text
+//! cargo xtask setup-libtorch     install CPU libtorch 2.11.0 into .cache/libtorch (idempotent)
+//! cargo xtask ci [STEP...]       the whole test suite, or only the named steps
+//! cargo xtask ci --list          the CI steps, in order
+//! ```
+//!
+//! The alias lives in `.cargo/config.toml`; `.ci/run` and the README call `cargo xtask ci`.
+
+mod ci;
+mod libtorch;
+mod process;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  setup-libtorch     install CPU libtorch 2.11.0 into .cache/libtorch (skips when already complete)
+  ci [STEP...]       run the CI steps in order (all of them, or only those named)
+  ci --list          list the CI steps
+  help               this text
+
+environment:
+  LIBTORCH               an existing libtorch install to use instead of .cache/libtorch
+  LIBTORCH_USE_PYTORCH   set to 1 to build against the python torch install (CUDA machines)";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = repo_root()?;
+    match args.split_first() {
+        Some((task, rest)) if task == "setup-libtorch" => {
+            if let Some(extra) = rest.first() {
+                bail!("setup-libtorch takes no arguments, got `{extra}`\n\n{USAGE}");
+            }
+            libtorch::setup(&root)
+        }
+        Some((task, rest)) if task == "ci" => ci::run(&root, rest),
+        Some((task, _)) if matches!(task.as_str(), "help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some((task, _)) => bail!("unknown task `{task}`\n\n{USAGE}"),
+        None => bail!("no task given\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+///
+/// `cargo run` sets `CARGO_MANIFEST_DIR` for the process too; that one wins over the
+/// compile-time value, so a binary built in another checkout (a shared target dir) still acts on
+/// the checkout it was run from.
+fn repo_root() -> Result<PathBuf> {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let root = manifest_dir.parent().with_context(|| {
+        format!(
+            "xtask manifest dir {} has no parent",
+            manifest_dir.display()
+        )
+    })?;
+    Ok(root.to_path_buf())
+}
