@@ -21,6 +21,8 @@ pub mod stats;
 
 #[cfg(feature = "std")]
 pub mod io;
+#[cfg(all(feature = "alloc", feature = "serde"))]
+pub mod model_meta;
 #[cfg(feature = "std")]
 pub mod phantom;
 
