@@ -43,6 +43,9 @@ pub enum CoreError {
         /// The channel.
         modality: Modality,
     },
+    /// The threshold rule found no healthy tissue to take the reference CBF from.
+    #[error("no healthy reference tissue (normal Tmax or contralateral hemisphere) with CBF > 0")]
+    NoHealthyTissue,
     /// A channel whose brain-voxel values are all (nearly) equal: it carries no contrast.
     #[error("channel {modality} is constant inside the brain ({value}): cannot normalise")]
     ConstantChannel {

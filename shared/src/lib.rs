@@ -15,16 +15,21 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod modality;
+pub mod perfusion_rule;
 pub mod postprocess;
 pub mod preprocess;
 pub mod stats;
 
+#[cfg(feature = "std")]
+pub mod evaluation;
 #[cfg(feature = "std")]
 pub mod io;
 #[cfg(all(feature = "alloc", feature = "serde"))]
 pub mod model_meta;
 #[cfg(feature = "std")]
 pub mod phantom;
+#[cfg(feature = "alloc")]
+pub mod surface;
 
 pub use config::PreprocessConfig;
 pub use error::CoreError;
