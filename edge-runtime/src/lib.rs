@@ -1,12 +1,31 @@
 //! strokeseg-edge: the runtime on the ARM box beside the CT scanner.
 //!
 //! It reads a CTP study slice by slice through `strokeseg-shared` (the same reader and
-//! preprocessing the trainer uses), so training and deployment cannot disagree. It never
-//! links libtorch.
+//! preprocessing the trainer uses), runs the ONNX model with tract, and writes the lesion
+//! mask, a report and an overlay, in memory bounded by a few slices. It never links
+//! libtorch.
+//!
+//! - [`model`]: loading and validating a model (metadata contract, shapes), the embedded
+//!   default model;
+//! - [`segment`]: the two-pass, slice-by-slice pipeline and atomic publication of outputs;
+//! - [`report`], [`overlay`]: `report.json` and `overlay.png`;
+//! - [`status`]: busy/done/alert/fault pins over `embedded_hal::digital::OutputPin`;
+//! - [`watch`], [`config`]: the inbox daemon and its config file;
+//! - [`evaluate`], [`demo`], [`inspect`]: the other commands;
+//! - [`fixture`]: small ONNX models made in code for tests and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod demo;
 pub mod error;
+pub mod evaluate;
+pub mod fixture;
 pub mod inspect;
+pub mod model;
+pub mod overlay;
+pub mod report;
+pub mod segment;
+pub mod status;
+pub mod watch;
 
-pub use error::EdgeError;
+pub use error::{EdgeError, ModelError};

@@ -1,27 +1,54 @@
 //! The `strokeseg-edge` command line.
 //!
-//! Exit codes: 0 success, 2 usage error, 3 bad input study or file, 4 bad configuration,
-//! 1 anything else.
+//! Exit codes: 0 success, 1 internal error, 2 usage error, 3 bad input study or file,
+//! 4 bad configuration, 5 bad or missing model, 6 outputs cannot be written, 7 status pins
+//! unavailable, 130 interrupted by a signal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use strokeseg_edge::EdgeError;
+use clap::{Parser, Subcommand, ValueEnum};
+use strokeseg_edge::config::EdgeConfig;
 use strokeseg_edge::demo::run_demo;
+use strokeseg_edge::evaluate::{Evaluation, evaluate};
 use strokeseg_edge::inspect::{StudySummary, inspect_study};
+use strokeseg_edge::model::{ModelInfo, SegModel, embedded_model_info, model_info};
+use strokeseg_edge::report::{Method, Report};
+use strokeseg_edge::segment::{
+    DEFAULT_ALERT_THRESHOLD_ML, SegmentOptions, segment_to_dir_with_status,
+};
+use strokeseg_edge::status::open_cdev_pins;
+use strokeseg_edge::watch::{Shutdown, WatchSettings, Watcher};
+use strokeseg_edge::{EdgeError, ModelError};
 use strokeseg_shared::PreprocessConfig;
 
 #[derive(Parser)]
 #[command(
     name = "strokeseg-edge",
     version,
-    about = "Segment ischemic stroke lesions in CT perfusion studies"
+    about = "Segment ischemic stroke lesions in CT perfusion studies",
+    after_help = "Exit codes: 0 success, 1 internal error, 2 usage error, 3 bad input study or file, \
+                  4 bad configuration, 5 bad or missing model, 6 outputs cannot be written, \
+                  7 status pins unavailable, 130 interrupted."
 )]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line (journald, log collectors).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -35,8 +62,61 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Generate a synthetic CTP study with a lesion (phantom) into OUT/study and run the
-    /// edge runtime over it.
+    /// Segment one study: writes lesion_mask.nii.gz, report.json and overlay.png into OUT
+    /// (all three or none).
+    Segment {
+        /// The case folder.
+        case: PathBuf,
+        /// ONNX model (default: the model embedded in this binary).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Segmentation method.
+        #[arg(long, value_enum, default_value_t = Method::Model)]
+        method: Method,
+        /// Output folder (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+        /// Lesion volume (mL) at or above which the alert is raised [default: the config's,
+        /// else 70].
+        #[arg(long)]
+        alert_threshold_ml: Option<f64>,
+        /// Config file (TOML): its [pins] drive the status pins, its [segment]
+        /// alert_threshold_ml applies.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch an inbox for studies and segment each one (the daemon).
+    Watch {
+        /// Config file (TOML); flags below override its values.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Parent of inbox/, processing/, done/, failed/, outbox/.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Segmentation method.
+        #[arg(long, value_enum)]
+        method: Option<Method>,
+        /// ONNX model (default: the embedded model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Also accept study folders unchanged for this many seconds (0: READY marker only).
+        #[arg(long)]
+        settle_seconds: Option<u64>,
+        /// Inbox scan interval, milliseconds.
+        #[arg(long)]
+        poll_ms: Option<u64>,
+        /// Lesion volume (mL) at or above which the alert is raised.
+        #[arg(long)]
+        alert_threshold_ml: Option<f64>,
+        /// Process what is there, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Generate a synthetic CTP study with a lesion into OUT/study, segment it into OUT and
+    /// score it against the phantom's truth.
     Demo {
         /// Output folder.
         #[arg(long, default_value = "demo-out")]
@@ -47,12 +127,41 @@ enum Command {
         /// Which case of the phantom dataset to generate.
         #[arg(long, default_value_t = 0)]
         case: usize,
+        /// ONNX model (default: the embedded model, else the threshold rule).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// ISLES metrics (Dice, precision, recall, volumes) of a predicted mask against a case's
+    /// ground truth (OT).
+    Evaluate {
+        /// An output folder (holding lesion_mask.nii.gz) or a mask file.
+        #[arg(long)]
+        pred: PathBuf,
+        /// The case folder with the OT ground truth.
+        #[arg(long)]
+        truth: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a model's metadata, inputs, outputs and size (default: the embedded model).
+    InfoModel {
+        /// The ONNX file.
+        file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let default_level = match cli.command {
+        Command::Watch { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_level);
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -64,22 +173,173 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Inspect { case, json } => {
+fn init_logging(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("serialising the output")?
+    );
+    Ok(())
+}
+
+fn load_model(path: Option<&Path>) -> Result<(SegModel, f64), EdgeError> {
+    let t = Instant::now();
+    let model = SegModel::from_path_or_embedded(path)?;
+    Ok((model, t.elapsed().as_secs_f64() * 1000.0))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Inspect {
+            case,
+            json: as_json,
+        } => {
             let summary = inspect_study(&case, &PreprocessConfig::default())?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary).context("serialising the summary")?
-                );
+            if as_json {
+                json(&summary)?;
             } else {
                 print_summary(&summary);
             }
-            Ok(())
         }
-        Command::Demo { out, seed, case } => {
-            let outcome = run_demo(&out, seed, case)
+        Command::Segment {
+            case,
+            model,
+            method,
+            out,
+            alert_threshold_ml,
+            config,
+            json: as_json,
+        } => {
+            let cfg = match &config {
+                Some(path) => EdgeConfig::load(path)?,
+                None => EdgeConfig::default(),
+            };
+            let alert_threshold_ml = alert_threshold_ml.unwrap_or(if config.is_some() {
+                cfg.segment.alert_threshold_ml
+            } else {
+                DEFAULT_ALERT_THRESHOLD_ML
+            });
+            let mut status = open_cdev_pins(&cfg.pins)?;
+            let cancel = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, cancel.clone())
+                    .context("installing signal handlers")?;
+            }
+            let mut options = SegmentOptions {
+                alert_threshold_ml,
+                ..SegmentOptions::default()
+            };
+            let mut model = match method {
+                Method::Model => {
+                    let (m, ms) = load_model(model.as_deref())?;
+                    options.load_model_ms = ms;
+                    Some(m)
+                }
+                Method::Threshold => None,
+            };
+            let report = segment_to_dir_with_status(
+                &case,
+                method,
+                model.as_mut(),
+                &options,
+                &out,
+                &cancel,
+                status.as_mut(),
+            )?;
+            if as_json {
+                json(&report)?;
+            } else {
+                print_report(&report, &out);
+            }
+        }
+        Command::Watch {
+            config,
+            root,
+            method,
+            model,
+            settle_seconds,
+            poll_ms,
+            alert_threshold_ml,
+            once,
+        } => {
+            let source = config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("command line"));
+            let mut cfg = match &config {
+                Some(path) => EdgeConfig::load(path)?,
+                None => EdgeConfig::default(),
+            };
+            if root.is_some() {
+                cfg.watch.root = root;
+            }
+            if let Some(m) = method {
+                cfg.segment.method = m;
+            }
+            if model.is_some() {
+                cfg.segment.model = model;
+            }
+            if let Some(s) = settle_seconds {
+                cfg.watch.settle_seconds = s;
+            }
+            if let Some(p) = poll_ms {
+                cfg.watch.poll_interval_ms = p;
+            }
+            if let Some(a) = alert_threshold_ml {
+                cfg.segment.alert_threshold_ml = a;
+            }
+            let dirs = cfg.watch.dirs(&source)?;
+            let shutdown = Shutdown::install()?;
+            let mut options = SegmentOptions {
+                alert_threshold_ml: cfg.segment.alert_threshold_ml,
+                ..SegmentOptions::default()
+            };
+            let model = match cfg.segment.method {
+                Method::Model => {
+                    let (m, ms) = load_model(cfg.segment.model.as_deref())?;
+                    tracing::info!(
+                        model = %m.metadata().name,
+                        version = %m.metadata().version,
+                        sha256 = %m.sha256(),
+                        load_ms = ms,
+                        "model loaded"
+                    );
+                    options.load_model_ms = 0.0;
+                    Some(m)
+                }
+                Method::Threshold => None,
+            };
+            let status = open_cdev_pins(&cfg.pins)?;
+            let settings = WatchSettings {
+                dirs,
+                ready_marker: cfg.watch.ready_marker.clone(),
+                settle: Duration::from_secs(cfg.watch.settle_seconds),
+                poll_interval: Duration::from_millis(cfg.watch.poll_interval_ms.max(10)),
+                method: cfg.segment.method,
+                options,
+                once,
+            };
+            let mut watcher = Watcher::new(settings, model, status, shutdown)?;
+            watcher.run()?;
+        }
+        Command::Demo {
+            out,
+            seed,
+            case,
+            model,
+        } => {
+            let outcome = run_demo(&out, seed, case, model.as_deref())
                 .with_context(|| format!("demo into {}", out.display()))?;
             println!("phantom study  {}", outcome.study_dir.display());
             println!(
@@ -95,10 +355,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_default()
             );
             print_summary(&outcome.summary);
+            if let Some(note) = &outcome.note {
+                println!("note           {note}");
+            }
+            print_report(&outcome.report, &out);
+            print_evaluation(&outcome.evaluation);
             println!("(synthetic phantom: not clinical data)");
-            Ok(())
+        }
+        Command::Evaluate {
+            pred,
+            truth,
+            json: as_json,
+        } => {
+            let e = evaluate(&pred, &truth)?;
+            if as_json {
+                json(&e)?;
+            } else {
+                print_evaluation(&e);
+            }
+        }
+        Command::InfoModel {
+            file,
+            json: as_json,
+        } => {
+            let info = match &file {
+                Some(f) => model_info(f).map_err(EdgeError::from)?,
+                None => embedded_model_info()
+                    .unwrap_or(Err(ModelError::NoModel))
+                    .map_err(EdgeError::from)?,
+            };
+            if as_json {
+                json(&info)?;
+            } else {
+                print_model_info(&info);
+            }
         }
     }
+    Ok(())
 }
 
 fn print_summary(summary: &StudySummary) {
@@ -120,4 +413,84 @@ fn print_summary(summary: &StudySummary) {
             c.non_finite_voxels
         );
     }
+}
+
+fn print_report(r: &Report, out: &Path) {
+    let how = match &r.model {
+        Some(m) => format!("model {} {} ({})", m.name, m.version, m.precision),
+        None => "threshold rule (CBF < 30% of healthy within Tmax > 6 s)".to_owned(),
+    };
+    println!("method         {how}");
+    println!(
+        "lesion         {:.2} mL ({} voxels over {} slices)",
+        r.lesion_volume_ml, r.lesion_voxels, r.n_slices
+    );
+    println!(
+        "alert          {} (threshold {:.0} mL)",
+        if r.alert.triggered { "YES" } else { "no" },
+        r.alert.threshold_ml
+    );
+    for w in &r.warnings {
+        println!("warning        {w}");
+    }
+    println!(
+        "time           {:.0} ms ({:.1} ms per slice in the model)",
+        r.timings.total_ms, r.timings.inference_per_slice_ms
+    );
+    println!("outputs        {}", out.display());
+}
+
+fn print_evaluation(e: &Evaluation) {
+    let m = &e.metrics;
+    println!(
+        "dice           {:.3} (precision {:.3}, recall {:.3})",
+        m.dice, m.precision, m.recall
+    );
+    println!(
+        "volumes        predicted {:.2} mL, truth {:.2} mL, |difference| {:.2} mL",
+        m.predicted_volume_ml, m.true_volume_ml, m.abs_volume_difference_ml
+    );
+}
+
+fn print_model_info(i: &ModelInfo) {
+    let m = &i.metadata;
+    println!("model       {} {} ({})", m.name, m.version, m.precision);
+    println!("source      {}", i.source);
+    println!("size        {} bytes, sha256 {}", i.size_bytes, i.sha256);
+    println!(
+        "onnx        ir {} opsets {}",
+        i.ir_version,
+        i.opsets.join(", ")
+    );
+    for t in &i.inputs {
+        println!("input       {} {} {:?}", t.name, t.elem_type, t.shape);
+    }
+    for t in &i.outputs {
+        println!("output      {} {} {:?}", t.name, t.elem_type, t.shape);
+    }
+    let ch: Vec<&str> = m
+        .preprocess
+        .channels
+        .iter()
+        .map(|c| c.modality.isles_tag())
+        .collect();
+    println!(
+        "preprocess  channels {} at {} mm on {}×{}",
+        ch.join(", "),
+        m.preprocess.target_spacing_mm,
+        m.preprocess.input_height,
+        m.preprocess.input_width
+    );
+    println!(
+        "postprocess threshold {} min component {} mm²",
+        m.postprocess.threshold, m.postprocess.min_component_area_mm2
+    );
+    let ops: Vec<String> = i
+        .operators
+        .iter()
+        .map(|(o, n)| format!("{o}×{n}"))
+        .collect();
+    println!("operators   {}", ops.join(", "));
+    println!("arch        {}", m.architecture);
+    println!("trained on  {}", m.training.data);
 }

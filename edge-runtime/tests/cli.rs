@@ -1,5 +1,5 @@
 //! The `strokeseg-edge` binary end to end on phantom studies: the demo, `inspect`, and
-//! bad inputs (clear message naming the file, documented exit code, no panic).
+//! bad inputs to `inspect` (clear message naming the file, documented exit code, no panic).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -52,14 +52,21 @@ fn file_of(case_dir: &Path, tag: &str) -> PathBuf {
 }
 
 #[test]
-fn demo_generates_a_study_and_reports_it() {
+fn demo_generates_segments_and_scores_a_study() {
     let out = tempfile::tempdir().unwrap();
     let o = edge(&["demo", "--out", out.path().to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("truth lesion"), "{t}");
     assert!(t.contains("CT_Tmax"), "{t}");
+    assert!(t.contains("dice"), "{t}");
     assert!(out.path().join("study").is_dir());
+    for f in ["lesion_mask.nii.gz", "report.json", "overlay.png"] {
+        assert!(out.path().join(f).is_file(), "{f}");
+    }
+    if strokeseg_edge::model::embedded_model().is_none() {
+        assert!(t.contains("threshold rule"), "{t}");
+    }
 }
 
 #[test]

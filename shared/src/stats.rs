@@ -187,7 +187,8 @@ impl ChannelNormParams {
 pub type NormParams = Vec<ChannelNormParams, MAX_CHANNELS>;
 
 /// Per-volume statistics of every channel, accumulated slice by slice.
-/// Memory: about 8 KiB per channel, fixed.
+/// Memory: fixed at about 8 KiB per channel slot, reserved for all [`MAX_CHANNELS`] slots
+/// (≈ 64 KiB) whatever the channel count, so the struct never allocates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VolumeStats {
     channels: Vec<ChannelStats, MAX_CHANNELS>,

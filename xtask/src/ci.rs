@@ -76,6 +76,16 @@ const STEPS: &[Step] = &[
         about: "cargo test --workspace --no-fail-fast (the trainer included)",
         run: |root| cargo(root, &["test", "--workspace", "--no-fail-fast"]),
     },
+    Step {
+        name: "onnx-check",
+        about: "exported models vs onnx checker + onnxruntime (skips if pip can't install them)",
+        run: onnx_check,
+    },
+    Step {
+        name: "hil",
+        about: "cargo xtask hil: QEMU hardware-in-the-loop (Cortex-M4F firmware, aarch64 edge)",
+        run: |root| crate::hil::run(root, &[]),
+    },
 ];
 
 /// Runs the steps named in `args` (all when none), or lists them for `--list`.
@@ -138,6 +148,88 @@ fn seconds(duration: Duration) -> String {
 
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     process::run(root, "cargo", args)
+}
+
+/// The venv (under `.cache/`) that holds onnx and onnxruntime for [`onnx_check`].
+const ONNX_VENV: &str = ".cache/venv-onnx";
+/// What [`onnx_check`] installs into it.
+const ONNX_PACKAGES: &[&str] = &["onnx>=1.16", "onnxruntime>=1.18"];
+
+/// The venv's python with onnx and onnxruntime importable, installing them on first use;
+/// `None` (with the reason printed) when python, venv or pip can't provide them.
+fn onnx_python(root: &Path) -> Option<std::path::PathBuf> {
+    let python = root.join(ONNX_VENV).join("bin").join("python");
+    let importable = |python: &Path| {
+        process::output(
+            root,
+            &python.to_string_lossy(),
+            &["-c", "import onnx, onnxruntime"],
+        )
+        .is_some()
+    };
+    if importable(&python) {
+        return Some(python);
+    }
+    if process::output(root, "python3", &["--version"]).is_none() {
+        println!("onnx-check SKIPPED: no python3 on PATH to install onnx and onnxruntime with");
+        return None;
+    }
+    let venv = root.join(ONNX_VENV);
+    if let Err(err) = process::run(root, "python3", &["-m", "venv", &venv.to_string_lossy()]) {
+        println!("onnx-check SKIPPED: could not create {ONNX_VENV} ({err:#})");
+        return None;
+    }
+    let mut args = vec![
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    args.extend_from_slice(ONNX_PACKAGES);
+    if let Err(err) = process::run(root, &python.to_string_lossy(), &args) {
+        println!(
+            "onnx-check SKIPPED: pip could not install {} ({err:#})",
+            ONNX_PACKAGES.join(" ")
+        );
+        return None;
+    }
+    importable(&python).then_some(python).or_else(|| {
+        println!("onnx-check SKIPPED: onnx/onnxruntime installed but not importable");
+        None
+    })
+}
+
+/// Exports fp32 and int8 models from a small trained network (the trainer's `export_parity`
+/// test, which leaves them with inputs and tract's outputs in `<target>/tmp/export-check`),
+/// then checks them with `tests/scripts/check_onnx.py`: onnx's full checker, and onnxruntime
+/// against tract (fp32 within 1e-4, int8 argmax agreement >= 99.5 %), with latencies.
+fn onnx_check(root: &Path) -> Result<()> {
+    let Some(python) = onnx_python(root) else {
+        return Ok(());
+    };
+    cargo(
+        root,
+        &[
+            "test",
+            "--package",
+            "strokeseg-trainer",
+            "--test",
+            "export_parity",
+        ],
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let fixture = target.join("tmp").join("export-check");
+    process::run(
+        root,
+        &python.to_string_lossy(),
+        &[
+            "tests/scripts/check_onnx.py",
+            &fixture.to_string_lossy(),
+            "--bench",
+        ],
+    )
 }
 
 fn ensure_no_std_target(root: &Path) -> Result<()> {

@@ -4,11 +4,15 @@
 //! cargo xtask setup-libtorch     install CPU libtorch 2.11.0 into .cache/libtorch (idempotent)
 //! cargo xtask ci [STEP...]       the whole test suite, or only the named steps
 //! cargo xtask ci --list          the CI steps, in order
+//! cargo xtask cross              static aarch64-unknown-linux-musl strokeseg-edge (release)
+//! cargo xtask hil [LOOP...]      hardware-in-the-loop under QEMU: firmware (Cortex-M4F), edge (aarch64)
 //! ```
 //!
 //! The alias lives in `.cargo/config.toml`; `.ci/run` and the README call `cargo xtask ci`.
 
 mod ci;
+mod cross;
+mod hil;
 mod libtorch;
 mod process;
 
@@ -23,6 +27,12 @@ tasks:
   setup-libtorch     install CPU libtorch 2.11.0 into .cache/libtorch (skips when already complete)
   ci [STEP...]       run the CI steps in order (all of them, or only those named)
   ci --list          list the CI steps
+  cross              build a static aarch64-unknown-linux-musl strokeseg-edge (release; installs
+                     the rustup target and Debian's gcc-aarch64-linux-gnu when missing)
+  hil [LOOP...]      hardware-in-the-loop tests under QEMU (installs what is missing):
+                       firmware  strokeseg-shared on an emulated Cortex-M4F (mps2-an386)
+                       edge      the aarch64 strokeseg-edge under qemu-user vs the x86 build
+                     (default: both)
   help               this text
 
 environment:
@@ -40,6 +50,8 @@ fn main() -> Result<()> {
             libtorch::setup(&root)
         }
         Some((task, rest)) if task == "ci" => ci::run(&root, rest),
+        Some((task, rest)) if task == "cross" => cross::run(&root, rest),
+        Some((task, rest)) if task == "hil" => hil::run(&root, rest),
         Some((task, _)) if matches!(task.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,529 @@
+//! Loading a segmentation model: the ONNX bytes (embedded or from a file) are decoded, the
+//! `strokeseg.metadata` entry is read and validated, the graph's input and output are checked
+//! against it, and tract optimises the graph for the static input shape `[1, C, H, W]`.
+//!
+//! The default model is embedded at build time when `models/default/model.onnx` exists
+//! (see `build.rs`); [`embedded_model`] returns it, and `--model FILE` overrides it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use strokeseg_shared::model_meta::{METADATA_KEY, ModelMetadata};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use crate::error::ModelError;
+
+#[cfg(strokeseg_embedded_model)]
+static EMBEDDED_MODEL: Option<&[u8]> = Some(include_bytes!(env!("STROKESEG_EMBEDDED_MODEL")));
+#[cfg(not(strokeseg_embedded_model))]
+static EMBEDDED_MODEL: Option<&[u8]> = None;
+
+/// The default model compiled into this binary, if the build found one.
+pub fn embedded_model() -> Option<&'static [u8]> {
+    EMBEDDED_MODEL
+}
+
+/// A tensor of the graph as declared in the ONNX file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorInfo {
+    /// Tensor name.
+    pub name: String,
+    /// Element type (`float`, `uint8`, …).
+    pub elem_type: String,
+    /// Dimensions; `None` for a symbolic or unknown dimension.
+    pub shape: Vec<Option<i64>>,
+}
+
+/// What `info-model` prints: the metadata plus what the graph itself declares.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// Where the model came from (a path or `embedded`).
+    pub source: String,
+    /// Size of the ONNX file, bytes.
+    pub size_bytes: usize,
+    /// SHA-256 of the ONNX bytes (hex).
+    pub sha256: String,
+    /// ONNX IR version.
+    pub ir_version: i64,
+    /// Operator sets (`domain:version`).
+    pub opsets: Vec<String>,
+    /// Producer name and version.
+    pub producer: String,
+    /// Graph inputs (initialisers excluded).
+    pub inputs: Vec<TensorInfo>,
+    /// Graph outputs.
+    pub outputs: Vec<TensorInfo>,
+    /// Operator types and how often each occurs.
+    pub operators: Vec<(String, usize)>,
+    /// The strokeseg metadata, validated.
+    pub metadata: ModelMetadata,
+}
+
+/// A validated, optimised model ready to run one slice at a time.
+pub struct SegModel {
+    metadata: ModelMetadata,
+    source: String,
+    sha256: String,
+    size_bytes: usize,
+    plan: Arc<TypedRunnableModel>,
+    state: TypedSimpleState,
+    n_classes: usize,
+    /// The input tensor, reused for every slice (tract's clone is dropped after each run).
+    input: Arc<Tensor>,
+}
+
+impl std::fmt::Debug for SegModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegModel")
+            .field("name", &self.metadata.name)
+            .field("version", &self.metadata.version)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+fn elem_type_name(code: i32) -> String {
+    pb::tensor_proto::DataType::try_from(code)
+        .map(|t| t.as_str_name().to_ascii_lowercase())
+        .unwrap_or_else(|_| format!("type {code}"))
+}
+
+fn tensor_info(v: &pb::ValueInfoProto) -> TensorInfo {
+    let mut elem_type = String::from("unknown");
+    let mut shape = Vec::new();
+    if let Some(pb::type_proto::Value::TensorType(t)) =
+        v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    {
+        elem_type = elem_type_name(t.elem_type);
+        if let Some(s) = &t.shape {
+            shape = s
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                    _ => None,
+                })
+                .collect();
+        }
+    }
+    TensorInfo {
+        name: v.name.clone(),
+        elem_type,
+        shape,
+    }
+}
+
+fn fmt_shape(shape: &[Option<i64>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or_else(|| "?".to_owned(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Decodes, reads and validates a model without preparing it for inference.
+fn inspect(bytes: &[u8], source: &str) -> Result<(pb::ModelProto, ModelInfo), ModelError> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &*bytes)
+        .map_err(|e| ModelError::Corrupt {
+            source_name: source.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+    let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Corrupt {
+        source_name: source.to_owned(),
+        reason: "no graph".into(),
+    })?;
+    if graph.node.is_empty() {
+        return Err(ModelError::Corrupt {
+            source_name: source.to_owned(),
+            reason: "the graph has no nodes".into(),
+        });
+    }
+    let json = proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key == METADATA_KEY)
+        .map(|p| p.value.as_str())
+        .ok_or_else(|| ModelError::NoMetadata {
+            source_name: source.to_owned(),
+            key: METADATA_KEY,
+        })?;
+    let metadata: ModelMetadata =
+        serde_json::from_str(json).map_err(|e| ModelError::MetadataJson {
+            source_name: source.to_owned(),
+            reason: e.to_string(),
+        })?;
+    metadata.validate().map_err(|e| ModelError::Metadata {
+        source_name: source.to_owned(),
+        source: e,
+    })?;
+
+    let initialisers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<TensorInfo> = graph
+        .input
+        .iter()
+        .filter(|i| !initialisers.contains(&i.name.as_str()))
+        .map(tensor_info)
+        .collect();
+    let outputs: Vec<TensorInfo> = graph.output.iter().map(tensor_info).collect();
+    let mismatch = |what, expected: String, got: String| ModelError::ShapeMismatch {
+        source_name: source.to_owned(),
+        what,
+        expected,
+        got,
+    };
+    let names = |ts: &[TensorInfo]| {
+        ts.iter()
+            .map(|t| format!("{} {}", t.name, fmt_shape(&t.shape)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let input = match inputs.as_slice() {
+        [only] if only.name == metadata.input_name => only,
+        _ => {
+            return Err(mismatch(
+                "graph inputs",
+                format!("one input {:?}", metadata.input_name),
+                names(&inputs),
+            ));
+        }
+    };
+    let want_in: Vec<Option<i64>> = metadata
+        .input_shape
+        .iter()
+        .map(|&d| Some(d as i64))
+        .collect();
+    let shape_agrees = input.shape.len() == 4
+        && input
+            .shape
+            .iter()
+            .zip(&want_in)
+            .all(|(got, want)| got.is_none() || got == want);
+    if !shape_agrees {
+        return Err(mismatch(
+            "input shape",
+            fmt_shape(&want_in),
+            fmt_shape(&input.shape),
+        ));
+    }
+    if input.elem_type != "float" {
+        return Err(mismatch(
+            "input type",
+            "float".into(),
+            input.elem_type.clone(),
+        ));
+    }
+    if !outputs.iter().any(|o| o.name == metadata.output_name) {
+        return Err(mismatch(
+            "graph outputs",
+            format!("an output {:?}", metadata.output_name),
+            names(&outputs),
+        ));
+    }
+
+    let mut ops: std::collections::BTreeMap<String, usize> = Default::default();
+    for n in &graph.node {
+        *ops.entry(n.op_type.clone()).or_default() += 1;
+    }
+    let info = ModelInfo {
+        source: source.to_owned(),
+        size_bytes: bytes.len(),
+        sha256: hex(&Sha256::digest(bytes)),
+        ir_version: proto.ir_version,
+        opsets: proto
+            .opset_import
+            .iter()
+            .map(|o| {
+                let domain = if o.domain.is_empty() {
+                    "ai.onnx"
+                } else {
+                    &o.domain
+                };
+                format!("{domain}:{}", o.version)
+            })
+            .collect(),
+        producer: format!("{} {}", proto.producer_name, proto.producer_version)
+            .trim()
+            .to_owned(),
+        inputs,
+        outputs,
+        operators: ops.into_iter().collect(),
+        metadata,
+    };
+    Ok((proto, info))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads `path` whole (models are a few MB; the bytes are dropped once tract has its plan).
+fn read_model_file(path: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(path).map_err(|e| ModelError::Read {
+        source_name: path.display().to_string(),
+        source: e,
+    })
+}
+
+/// The metadata, inputs, outputs and size of the model file at `path` (for `info-model`).
+pub fn model_info(path: &Path) -> Result<ModelInfo, ModelError> {
+    let bytes = read_model_file(path)?;
+    Ok(inspect(&bytes, &path.display().to_string())?.1)
+}
+
+/// The metadata of the embedded default model, if there is one.
+pub fn embedded_model_info() -> Option<Result<ModelInfo, ModelError>> {
+    embedded_model().map(|b| inspect(b, "embedded").map(|(_, info)| info))
+}
+
+impl SegModel {
+    /// Loads the model file at `path`.
+    pub fn from_path(path: &Path) -> Result<SegModel, ModelError> {
+        let bytes = read_model_file(path)?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// The default model embedded in this binary; [`ModelError::NoModel`] when the build
+    /// had none.
+    pub fn embedded() -> Result<SegModel, ModelError> {
+        let bytes = embedded_model().ok_or(ModelError::NoModel)?;
+        Self::from_bytes(bytes, "embedded default model")
+    }
+
+    /// `--model FILE` when given, else the embedded default model.
+    pub fn from_path_or_embedded(path: Option<&Path>) -> Result<SegModel, ModelError> {
+        match path {
+            Some(p) => Self::from_path(p),
+            None => Self::embedded(),
+        }
+    }
+
+    /// Decodes and validates `bytes` (named `source` in errors), then has tract optimise the
+    /// graph for the metadata's static input shape and checks the output shape
+    /// `[1, n_classes, H, W]`.
+    pub fn from_bytes(bytes: &[u8], source: &str) -> Result<SegModel, ModelError> {
+        let (proto, info) = inspect(bytes, source)?;
+        let metadata = info.metadata;
+        let load = |e: TractError| ModelError::Load {
+            source_name: source.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let shape = metadata.input_shape;
+        let n_classes = metadata.class_names.len();
+        let output_idx = info
+            .outputs
+            .iter()
+            .position(|o| o.name == metadata.output_name)
+            .unwrap_or(0);
+        let mut model = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .map_err(load)?;
+        drop(proto);
+        // Keep only the logits output, so tract prunes anything else.
+        let outlet = *model
+            .output_outlets()
+            .map_err(load)?
+            .get(output_idx)
+            .ok_or_else(|| load(TractError::msg(format!("output {output_idx} missing"))))?;
+        model.select_output_outlets(&[outlet]).map_err(load)?;
+        let model = model
+            .with_input_fact(0, f32::fact(shape).into())
+            .map_err(load)?
+            .into_optimized()
+            .map_err(load)?;
+        let outlet = *model
+            .output_outlets()
+            .map_err(load)?
+            .first()
+            .ok_or_else(|| load(TractError::msg("no output")))?;
+        let fact = model.outlet_fact(outlet).map_err(load)?.clone();
+        let want = [1, n_classes, shape[2], shape[3]];
+        let got: Option<Vec<usize>> = fact.shape.as_concrete().map(<[usize]>::to_vec);
+        if fact.datum_type != f32::datum_type() || got.as_deref() != Some(&want[..]) {
+            return Err(ModelError::ShapeMismatch {
+                source_name: source.to_owned(),
+                what: "output",
+                expected: format!("f32 {want:?}"),
+                got: format!("{:?} {:?}", fact.datum_type, fact.shape),
+            });
+        }
+        let plan = model.into_runnable().map_err(load)?;
+        let state = plan.spawn().map_err(load)?;
+        let input = Arc::new(Tensor::zero::<f32>(&shape).map_err(load)?);
+        Ok(SegModel {
+            metadata,
+            source: source.to_owned(),
+            sha256: info.sha256,
+            size_bytes: info.size_bytes,
+            plan,
+            state,
+            n_classes,
+            input,
+        })
+    }
+
+    /// The validated metadata (preprocessing, postprocessing, shapes).
+    pub fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+    /// Where the model came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    /// SHA-256 of the ONNX bytes (hex).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    /// Size of the ONNX bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.size_bytes
+    }
+    /// Number of output classes (≥ 2; class 1 is lesion).
+    pub fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+    /// Values in one input, `C · H · W`.
+    pub fn input_len(&self) -> usize {
+        self.metadata.input_shape.iter().product()
+    }
+
+    /// Runs one slice: `input` is `[C, H, W]` (the output of `prepare_model_input`);
+    /// the logits `[n_classes, H, W]` are written into `logits`. Memory: one input tensor
+    /// kept for every slice, plus tract's per-run values.
+    pub fn run_slice(
+        &mut self,
+        slice_idx: usize,
+        input: &[f32],
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let fail = |reason: String| ModelError::Inference {
+            source_name: self.source.clone(),
+            slice_idx,
+            reason,
+        };
+        if Arc::get_mut(&mut self.input).is_none() {
+            // Still shared (tract kept a reference): start a fresh buffer.
+            self.input = Arc::new(
+                Tensor::zero::<f32>(&self.metadata.input_shape)
+                    .map_err(|e| fail(format!("{e:#}")))?,
+            );
+        }
+        let tensor = Arc::get_mut(&mut self.input).ok_or_else(|| fail("input in use".into()))?;
+        let mut view = tensor
+            .try_as_plain_ram_mut()
+            .map_err(|e| fail(format!("{e:#}")))?;
+        let dst = view
+            .as_slice_mut::<f32>()
+            .map_err(|e| fail(format!("{e:#}")))?;
+        if dst.len() != input.len() {
+            return Err(fail(format!(
+                "input has {} values, the model takes {}",
+                input.len(),
+                dst.len()
+            )));
+        }
+        dst.copy_from_slice(input);
+        let outputs = self
+            .state
+            .run(tvec!(TValue::from_const(self.input.clone())))
+            .map_err(|e| fail(format!("{e:#}")))?;
+        let view = outputs
+            .first()
+            .ok_or_else(|| fail("no output".into()))?
+            .try_as_plain_ram()
+            .map_err(|e| fail(format!("{e:#}")))?;
+        let out = view.as_slice::<f32>().map_err(|e| fail(format!("{e:#}")))?;
+        if out.len() != logits.len() {
+            return Err(fail(format!(
+                "output has {} values, expected {}",
+                out.len(),
+                logits.len()
+            )));
+        }
+        logits.copy_from_slice(out);
+        Ok(())
+    }
+
+    /// The optimised plan (for benchmarks and diagnostics).
+    pub fn plan(&self) -> &Arc<TypedRunnableModel> {
+        &self.plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{FixtureOptions, Precision, fixture_model};
+
+    /// A `[5, H, W]` input with every pixel at the given normalised CBF and Tmax.
+    fn uniform_input(model: &SegModel, cbf: f32, tmax: f32) -> Vec<f32> {
+        let [_, c, h, w] = model.metadata().input_shape;
+        let config = &model.metadata().preprocess;
+        let mut input = vec![0.3f32; c * h * w];
+        for (m, v) in [
+            (strokeseg_shared::Modality::Cbf, cbf),
+            (strokeseg_shared::Modality::Tmax, tmax),
+        ] {
+            let i = config.channel_index(m).unwrap();
+            input[i * h * w..(i + 1) * h * w].fill(v);
+        }
+        input
+    }
+
+    /// Lesion minus background logit at the centre pixel.
+    fn centre_margin(model: &mut SegModel, input: &[f32]) -> f32 {
+        let [_, _, h, w] = model.metadata().input_shape;
+        let mut logits = vec![0f32; model.n_classes() * h * w];
+        model.run_slice(0, input, &mut logits).unwrap();
+        assert!(logits.iter().all(|v| v.is_finite()));
+        let centre = (h / 2) * w + w / 2;
+        logits[h * w + centre] - logits[centre]
+    }
+
+    #[test]
+    fn fixture_models_load_and_implement_the_perfusion_rule() {
+        let mut margins = Vec::new();
+        for precision in [Precision::Fp32, Precision::Int8] {
+            let bytes = fixture_model(&FixtureOptions {
+                precision,
+                ..FixtureOptions::default()
+            });
+            let mut model = SegModel::from_bytes(&bytes, "fixture").unwrap();
+            assert_eq!(model.n_classes(), 2);
+            assert_eq!(model.input_len(), 5 * 160 * 160);
+            assert_eq!(model.size_bytes(), bytes.len());
+            assert_eq!(model.sha256().len(), 64);
+            let lesion = uniform_input(&model, 0.02, 0.9);
+            let healthy = uniform_input(&model, 0.3, 0.1);
+            let penumbra = uniform_input(&model, 0.3, 0.9);
+            let m = [
+                centre_margin(&mut model, &lesion),
+                centre_margin(&mut model, &healthy),
+                centre_margin(&mut model, &penumbra),
+            ];
+            assert!(
+                m[0] > 2.0 && m[1] < -2.0 && m[2] < -2.0,
+                "{precision:?}: {m:?}"
+            );
+            margins.push(m);
+        }
+        // int8 stays within half a logit of fp32.
+        for (a, b) in margins[0].iter().zip(&margins[1]) {
+            assert!((a - b).abs() < 0.5, "{margins:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_input_length_is_an_inference_error() {
+        let bytes = fixture_model(&FixtureOptions::default());
+        let mut model = SegModel::from_bytes(&bytes, "fixture").unwrap();
+        let mut logits = vec![0f32; 2 * 160 * 160];
+        assert!(matches!(
+            model.run_slice(3, &[0.0; 10], &mut logits),
+            Err(ModelError::Inference { slice_idx: 3, .. })
+        ));
+    }
+}

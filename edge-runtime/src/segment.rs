@@ -1,0 +1,650 @@
+//! `strokeseg-edge segment`: one study, slice by slice, in bounded memory.
+//!
+//! Pass 1 streams every slice of the needed channels once for the per-volume statistics
+//! (`Study::gather_stats`, or the healthy reference for the threshold rule). Pass 2 reads
+//! one slice of each channel, preprocesses it into a reused `[C, H, W]` buffer, runs the
+//! model, turns the logits into a mask on the original grid, and appends that slice to the
+//! mask and the overlay. Memory per study: the `C` channel slices and seven slice-sized
+//! scratch buffers (brain mask, normalised channel, probability, mask, two component-label
+//! buffers, display), the model's input and output planes, one band of the overlay and
+//! tract's plan; nothing scales with the number of slices except the per-slice area list
+//! (8 bytes a slice). `CT_4DPWI` is never opened.
+//!
+//! Outputs are written into a staging folder and published by renaming
+//! ([`publish_outputs`], report last); a failed or interrupted run publishes nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use strokeseg_shared::brain_mask::compute_brain_mask;
+use strokeseg_shared::config::{ChannelSpec, Normalization};
+use strokeseg_shared::io::{
+    Dtype, GridTolerance, IoError, NiftiWriter, ReadLimits, Study, read_header,
+};
+use strokeseg_shared::metrics::volume_ml_from_voxels;
+use strokeseg_shared::perfusion_rule::{CoreRule, HealthyCbfStats, core_mask_slice};
+use strokeseg_shared::postprocess::{
+    ComponentScratch, ComponentStats, PostprocessConfig, lesion_probability_from_logits,
+    remove_small_components, threshold_mask,
+};
+use strokeseg_shared::preprocess::{GridMap, SliceGeometry, SliceScratch, prepare_model_input};
+use strokeseg_shared::stats::{LogHistogram, VolumeStats};
+use strokeseg_shared::{Modality, PreprocessConfig};
+
+use crate::EdgeError;
+use crate::model::SegModel;
+use crate::overlay::MontageWriter;
+use crate::report::{
+    Alert, MASK_FILE, Method, ModelSummary, OUTPUT_FILES, OVERLAY_FILE, REPORT_FILE, Report,
+    ThresholdSummary, Timings, write_json_atomically,
+};
+
+/// Default alert threshold: the DEFUSE 3 core volume limit, mL.
+pub const DEFAULT_ALERT_THRESHOLD_ML: f64 = 70.0;
+
+/// What a run needs besides the study.
+#[derive(Debug, Clone)]
+pub struct SegmentOptions {
+    /// Lesion volume at or above which the alert is raised, mL.
+    pub alert_threshold_ml: f64,
+    /// The threshold method's rule.
+    pub core_rule: CoreRule,
+    /// The threshold method's small-component removal (the model method uses the
+    /// postprocessing in the model's metadata).
+    pub threshold_postprocess: PostprocessConfig,
+    /// Time spent loading the model, reported in the timings (ms).
+    pub load_model_ms: f64,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        SegmentOptions {
+            alert_threshold_ml: DEFAULT_ALERT_THRESHOLD_ML,
+            core_rule: CoreRule::default(),
+            threshold_postprocess: PostprocessConfig::default(),
+            load_model_ms: 0.0,
+        }
+    }
+}
+
+impl SegmentOptions {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), EdgeError> {
+        if !(self.alert_threshold_ml.is_finite() && self.alert_threshold_ml >= 0.0) {
+            return Err(EdgeError::Settings {
+                path: PathBuf::from("alert_threshold_ml"),
+                reason: format!("{} must be finite and ≥ 0", self.alert_threshold_ml),
+            });
+        }
+        self.core_rule.validate()?;
+        self.threshold_postprocess.validate()?;
+        Ok(())
+    }
+}
+
+/// A folder for outputs in progress, removed with everything in it when dropped.
+#[derive(Debug)]
+pub struct StagingDir {
+    path: PathBuf,
+}
+
+impl StagingDir {
+    /// Creates `path` afresh (an old one, left by a crash, is removed first).
+    pub fn create(path: PathBuf) -> Result<StagingDir, EdgeError> {
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|e| EdgeError::output(&path, e))?;
+        }
+        std::fs::create_dir_all(&path).map_err(|e| EdgeError::output(&path, e))?;
+        Ok(StagingDir { path })
+    }
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Keeps the folder (it has been renamed or published).
+    pub fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.path)
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Moves the outputs from `staging` into `out_dir` (created if needed), each by an atomic
+/// rename, the report last. If a rename fails, the outputs already moved are removed
+/// again, so `out_dir` never holds a partial set from this run.
+pub fn publish_outputs(staging: &Path, out_dir: &Path) -> Result<(), EdgeError> {
+    std::fs::create_dir_all(out_dir).map_err(|e| EdgeError::output(out_dir, e))?;
+    let mut published = Vec::new();
+    for name in OUTPUT_FILES {
+        let (from, to) = (staging.join(name), out_dir.join(name));
+        if let Err(e) = strokeseg_shared::io::publish_atomically(&from, &to) {
+            for p in &published {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(EdgeError::output(&to, std::io::Error::other(e.to_string())));
+        }
+        published.push(to);
+    }
+    Ok(())
+}
+
+/// An error from writing an output: OS errors become [`EdgeError::Output`] (exit code 6),
+/// anything else stays an input error.
+fn writing(e: IoError) -> EdgeError {
+    match e {
+        IoError::Io { path, source } => EdgeError::Output { path, source },
+        other => other.into(),
+    }
+}
+
+fn elapsed_ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The per-slice end of pass 2: the mask writer, the overlay, and the running totals.
+struct SliceOutputs {
+    writer: NiftiWriter,
+    montage: MontageWriter,
+    display: Vec<f32>,
+    display_range: (f32, f32),
+    pixel_area_mm2: f64,
+    per_slice_area_mm2: Vec<f64>,
+    lesion_voxels: u64,
+    components: ComponentStats,
+}
+
+impl SliceOutputs {
+    fn write(&mut self, display_raw: &[f32], mask: &[u8]) -> Result<(), EdgeError> {
+        let n = mask.iter().filter(|&&m| m != 0).count();
+        self.lesion_voxels += n as u64;
+        self.per_slice_area_mm2.push(n as f64 * self.pixel_area_mm2);
+        self.writer.write_slice_u8(mask).map_err(writing)?;
+        let (lo, hi) = self.display_range;
+        let gain = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+        for (d, &x) in self.display.iter_mut().zip(display_raw) {
+            *d = (x - lo) * gain;
+        }
+        self.montage.add_slice(&self.display, mask)
+    }
+}
+
+/// The header the mask copies: the CT's when the case has one (checked to share the
+/// study's grid), else the study's reference image with a warning.
+fn mask_geometry(
+    study: &Study,
+    warnings: &mut Vec<String>,
+) -> Result<(nifti::NiftiHeader, PathBuf), EdgeError> {
+    match study.files().files.get(&Modality::Ct) {
+        Some(ct) => {
+            let (header, info) = read_header(ct, &ReadLimits::default())?;
+            study
+                .reference()
+                .check_same_grid(&info, GridTolerance::default())?;
+            Ok((header, ct.clone()))
+        }
+        None => {
+            let reference = study.reference().path.clone();
+            warnings.push(format!(
+                "no CT in the case: the mask uses the grid of {}",
+                reference.display()
+            ));
+            Ok((study.reference_header().clone(), reference))
+        }
+    }
+}
+
+/// Percentile display range (1st–99th over the brain) of a channel histogram.
+fn display_range(hist: Option<&LogHistogram>) -> (f32, f32) {
+    let p = |q| hist.and_then(|h| h.percentile(q)).unwrap_or(0.0);
+    (p(1.0), p(99.0))
+}
+
+/// Segments the study in `case_dir` with `method` and writes the three outputs into
+/// `staging` (which must exist); returns the report (also written there). `model` is
+/// required for [`Method::Model`]. `cancel` is polled between slices: when it is set the
+/// run stops with [`EdgeError::Interrupted`].
+pub fn segment_study(
+    case_dir: &Path,
+    method: Method,
+    model: Option<&mut SegModel>,
+    options: &SegmentOptions,
+    staging: &Path,
+    cancel: &AtomicBool,
+) -> Result<Report, EdgeError> {
+    options.validate()?;
+    let t_total = Instant::now();
+    let mut timings = Timings {
+        load_model_ms: options.load_model_ms,
+        ..Timings::default()
+    };
+    let mut warnings = Vec::new();
+    let run = match method {
+        Method::Model => {
+            let model = model.ok_or(crate::error::ModelError::NoModel)?;
+            run_model(
+                case_dir,
+                model,
+                staging,
+                cancel,
+                &mut timings,
+                &mut warnings,
+            )?
+        }
+        Method::Threshold => run_threshold(
+            case_dir,
+            options,
+            staging,
+            cancel,
+            &mut timings,
+            &mut warnings,
+        )?,
+    };
+    let t_write = Instant::now();
+    let out = run.outputs;
+    let n_slices = out.per_slice_area_mm2.len();
+    let voxel_volume_mm3 = run.voxel_volume_mm3;
+    let lesion_volume_ml = volume_ml_from_voxels(out.lesion_voxels, voxel_volume_mm3);
+    out.writer.finish().map_err(writing)?;
+    out.montage.finish()?;
+    for (modality, &n) in &run.non_finite {
+        if n > 0 {
+            warnings.push(format!(
+                "{modality}: {n} non-finite voxels (NaN/inf) replaced by 0"
+            ));
+        }
+    }
+    timings.write_ms += elapsed_ms(t_write);
+    timings.total_ms = elapsed_ms(t_total);
+    timings.inference_per_slice_ms = timings.inference_ms / n_slices.max(1) as f64;
+    let case = case_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| case_dir.display().to_string());
+    let report = Report {
+        report_version: crate::report::REPORT_VERSION,
+        case,
+        case_dir: case_dir.to_path_buf(),
+        method,
+        model: run.model,
+        threshold: run.threshold,
+        lesion_volume_ml,
+        lesion_voxels: out.lesion_voxels,
+        voxel_volume_mm3,
+        dims: run.dims,
+        spacing_mm: run.spacing_mm,
+        n_slices,
+        per_slice_lesion_area_mm2: out.per_slice_area_mm2,
+        geometry_from: run.geometry_from,
+        non_finite_voxels: run.non_finite,
+        components: out.components,
+        warnings,
+        timings,
+        alert: Alert {
+            triggered: lesion_volume_ml >= options.alert_threshold_ml,
+            threshold_ml: options.alert_threshold_ml,
+        },
+        outputs: OUTPUT_FILES.iter().map(|s| (*s).to_owned()).collect(),
+        software: format!("strokeseg-edge {}", env!("CARGO_PKG_VERSION")),
+    };
+    write_json_atomically(&staging.join(REPORT_FILE), &report)?;
+    Ok(report)
+}
+
+/// What one method's pass 2 leaves for the report.
+struct MethodRun {
+    outputs: SliceOutputs,
+    model: Option<ModelSummary>,
+    threshold: Option<ThresholdSummary>,
+    non_finite: BTreeMap<String, usize>,
+    voxel_volume_mm3: f64,
+    dims: [usize; 3],
+    spacing_mm: [f32; 3],
+    geometry_from: PathBuf,
+}
+
+/// Opens the outputs in `staging` for a study of `study`'s grid.
+fn open_outputs(
+    study: &Study,
+    staging: &Path,
+    display_range: (f32, f32),
+    warnings: &mut Vec<String>,
+) -> Result<(SliceOutputs, PathBuf, [f32; 3]), EdgeError> {
+    let (header, geometry_from) = mask_geometry(study, warnings)?;
+    let (nx, ny) = study.slice_shape();
+    let spacing = study.spacing_mm();
+    let writer =
+        NiftiWriter::create(&staging.join(MASK_FILE), &header, Dtype::U8).map_err(writing)?;
+    let montage = MontageWriter::create(&staging.join(OVERLAY_FILE), nx, ny, study.n_slices())?;
+    Ok((
+        SliceOutputs {
+            writer,
+            montage,
+            display: vec![0.0; nx * ny],
+            display_range,
+            pixel_area_mm2: f64::from(spacing[0]) * f64::from(spacing[1]),
+            per_slice_area_mm2: Vec::with_capacity(study.n_slices()),
+            lesion_voxels: 0,
+            components: ComponentStats::default(),
+        },
+        geometry_from,
+        spacing,
+    ))
+}
+
+fn check_cancel(cancel: &AtomicBool) -> Result<(), EdgeError> {
+    if cancel.load(Ordering::SeqCst) {
+        Err(EdgeError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+fn slice_geometry(study: &Study) -> SliceGeometry {
+    let (nx, ny) = study.slice_shape();
+    let s = study.spacing_mm();
+    SliceGeometry {
+        nx,
+        ny,
+        spacing_x_mm: s[0],
+        spacing_y_mm: s[1],
+    }
+}
+
+fn core_error(case_dir: &Path, source: strokeseg_shared::CoreError) -> EdgeError {
+    IoError::Preprocess {
+        path: case_dir.to_path_buf(),
+        source,
+    }
+    .into()
+}
+
+fn run_model(
+    case_dir: &Path,
+    model: &mut SegModel,
+    staging: &Path,
+    cancel: &AtomicBool,
+    timings: &mut Timings,
+    warnings: &mut Vec<String>,
+) -> Result<MethodRun, EdgeError> {
+    let meta = model.metadata().clone();
+    let config = &meta.preprocess;
+    let post = meta.postprocess;
+    post.validate()?;
+    let channels: Vec<Modality> = config.channels.iter().map(|c| c.modality).collect();
+
+    let t = Instant::now();
+    let mut study = Study::open(case_dir, &channels, false)?;
+    let stats = study.gather_stats(config)?;
+    timings.pass1_stats_ms += elapsed_ms(t);
+
+    let geom = slice_geometry(&study);
+    let map = GridMap::new(geom, config).map_err(|e| core_error(case_dir, e))?;
+    let display_idx = config
+        .channel_index(Modality::Cbf)
+        .or_else(|| {
+            config
+                .channels
+                .iter()
+                .position(|c| c.modality.is_perfusion_map())
+        })
+        .unwrap_or(0);
+    let range = display_range(stats.volume.channel(display_idx).map(|c| &c.histogram));
+    let (mut outputs, geometry_from, spacing_mm) = open_outputs(&study, staging, range, warnings)?;
+
+    let n = geom.len();
+    let (w, h) = map.model_size();
+    let mut raw = vec![vec![0f32; n]; channels.len()];
+    let mut brain = vec![0u8; n];
+    let mut normalized = vec![0f32; n];
+    let mut input = vec![0f32; model.input_len()];
+    let mut logits = vec![0f32; model.n_classes() * w * h];
+    let mut prob_model = vec![0f32; w * h];
+    let mut prob_image = vec![0f32; n];
+    let mut mask = vec![0u8; n];
+    let mut labels = vec![0u32; n];
+    let mut parent = vec![0u32; n];
+    let min_area_px = post.min_area_px(geom.spacing_x_mm, geom.spacing_y_mm);
+
+    for z in 0..study.n_slices() {
+        check_cancel(cancel)?;
+        let t = Instant::now();
+        for (c, buf) in raw.iter_mut().enumerate() {
+            study.read_channel_slice(c, z, buf)?;
+        }
+        let views: Vec<&[f32]> = raw.iter().map(Vec::as_slice).collect();
+        prepare_model_input(
+            config,
+            &stats.norm,
+            &map,
+            &views,
+            SliceScratch {
+                brain_mask: &mut brain,
+                normalized: &mut normalized,
+            },
+            &mut input,
+        )
+        .map_err(|e| core_error(case_dir, e))?;
+        timings.preprocess_ms += elapsed_ms(t);
+
+        let t = Instant::now();
+        model.run_slice(z, &input, &mut logits)?;
+        timings.inference_ms += elapsed_ms(t);
+
+        let t = Instant::now();
+        lesion_probability_from_logits(&logits, model.n_classes(), w * h, &mut prob_model)?;
+        map.model_to_image_bilinear(&prob_model, 0.0, &mut prob_image)
+            .map_err(|e| core_error(case_dir, e))?;
+        threshold_mask(&prob_image, post.threshold, &mut mask)?;
+        for (m, &b) in mask.iter_mut().zip(&brain) {
+            *m &= u8::from(b != 0);
+        }
+        let c = remove_small_components(
+            &mut mask,
+            geom.nx,
+            geom.ny,
+            min_area_px,
+            post.connectivity,
+            &mut ComponentScratch::new(&mut labels, &mut parent),
+        )?;
+        outputs.components.merge(c);
+        timings.postprocess_ms += elapsed_ms(t);
+
+        let t = Instant::now();
+        outputs.write(&raw[display_idx], &mask)?;
+        timings.write_ms += elapsed_ms(t);
+    }
+    let non_finite = channels
+        .iter()
+        .zip(&stats.non_finite_per_channel)
+        .map(|(m, &n)| (m.isles_tag().to_owned(), n))
+        .collect();
+    let reference = study.reference();
+    Ok(MethodRun {
+        outputs,
+        model: Some(ModelSummary {
+            name: meta.name.clone(),
+            version: meta.version.clone(),
+            precision: meta.precision.clone(),
+            sha256: model.sha256().to_owned(),
+            source: model.source().to_owned(),
+            postprocess: post,
+        }),
+        threshold: None,
+        non_finite,
+        voxel_volume_mm3: reference.voxel_volume_mm3(),
+        dims: [reference.nx(), reference.ny(), reference.nz()],
+        spacing_mm,
+        geometry_from,
+    })
+}
+
+/// The two channels the threshold rule reads, with the default brain-mask rule.
+fn threshold_config() -> PreprocessConfig {
+    let mut config = PreprocessConfig {
+        channels: Default::default(),
+        ..PreprocessConfig::default()
+    };
+    for modality in [Modality::Cbf, Modality::Tmax] {
+        // Two channels always fit.
+        let _ = config.channels.push(ChannelSpec {
+            modality,
+            norm: Normalization::ROBUST,
+        });
+    }
+    config
+}
+
+fn run_threshold(
+    case_dir: &Path,
+    options: &SegmentOptions,
+    staging: &Path,
+    cancel: &AtomicBool,
+    timings: &mut Timings,
+    warnings: &mut Vec<String>,
+) -> Result<MethodRun, EdgeError> {
+    let rule = options.core_rule;
+    let post = options.threshold_postprocess;
+    let config = threshold_config();
+    let t = Instant::now();
+    let mut study = Study::open(case_dir, &[Modality::Cbf, Modality::Tmax], false)?;
+    let geom = slice_geometry(&study);
+    let n = geom.len();
+    let (mut cbf, mut tmax) = (vec![0f32; n], vec![0f32; n]);
+    let mut brain = vec![0u8; n];
+    let mut non_finite = [0usize; 2];
+    let mut volume = VolumeStats::new(2).map_err(|e| core_error(case_dir, e))?;
+    let mut healthy = HealthyCbfStats::default();
+    for z in 0..study.n_slices() {
+        check_cancel(cancel)?;
+        non_finite[0] += study.read_channel_slice(0, z, &mut cbf)?.non_finite;
+        non_finite[1] += study.read_channel_slice(1, z, &mut tmax)?.non_finite;
+        compute_brain_mask(&config, &[&cbf, &tmax], &mut brain)
+            .map_err(|e| core_error(case_dir, e))?;
+        volume
+            .add_slice(&[&cbf, &tmax], &brain)
+            .map_err(|e| core_error(case_dir, e))?;
+        healthy
+            .add_slice(&rule, &cbf, &tmax, &brain, geom.nx)
+            .map_err(|e| core_error(case_dir, e))?;
+    }
+    if volume.brain_voxels() == 0 {
+        return Err(core_error(
+            case_dir,
+            strokeseg_shared::CoreError::NoBrainVoxels {
+                modality: Modality::Cbf,
+            },
+        ));
+    }
+    let reference = healthy
+        .reference(&rule)
+        .map_err(|e| core_error(case_dir, e))?;
+    timings.pass1_stats_ms += elapsed_ms(t);
+
+    let range = display_range(volume.channel(0).map(|c| &c.histogram));
+    let (mut outputs, geometry_from, spacing_mm) = open_outputs(&study, staging, range, warnings)?;
+    let mut mask = vec![0u8; n];
+    let mut labels = vec![0u32; n];
+    let mut parent = vec![0u32; n];
+    let min_area_px = post.min_area_px(geom.spacing_x_mm, geom.spacing_y_mm);
+    for z in 0..study.n_slices() {
+        check_cancel(cancel)?;
+        let t = Instant::now();
+        study.read_channel_slice(0, z, &mut cbf)?;
+        study.read_channel_slice(1, z, &mut tmax)?;
+        compute_brain_mask(&config, &[&cbf, &tmax], &mut brain)
+            .map_err(|e| core_error(case_dir, e))?;
+        timings.preprocess_ms += elapsed_ms(t);
+
+        let t = Instant::now();
+        core_mask_slice(&rule, &reference, &cbf, &tmax, &brain, &mut mask)
+            .map_err(|e| core_error(case_dir, e))?;
+        timings.inference_ms += elapsed_ms(t);
+
+        let t = Instant::now();
+        let c = remove_small_components(
+            &mut mask,
+            geom.nx,
+            geom.ny,
+            min_area_px,
+            post.connectivity,
+            &mut ComponentScratch::new(&mut labels, &mut parent),
+        )?;
+        outputs.components.merge(c);
+        timings.postprocess_ms += elapsed_ms(t);
+
+        let t = Instant::now();
+        outputs.write(&cbf, &mask)?;
+        timings.write_ms += elapsed_ms(t);
+    }
+    let r = study.reference();
+    Ok(MethodRun {
+        outputs,
+        model: None,
+        threshold: Some(ThresholdSummary {
+            rule,
+            reference,
+            min_component_area_mm2: post.min_component_area_mm2,
+        }),
+        non_finite: [Modality::Cbf, Modality::Tmax]
+            .iter()
+            .zip(non_finite)
+            .map(|(m, n)| (m.isles_tag().to_owned(), n))
+            .collect(),
+        voxel_volume_mm3: r.voxel_volume_mm3(),
+        dims: [r.nx(), r.ny(), r.nz()],
+        spacing_mm,
+        geometry_from,
+    })
+}
+
+/// Segments `case_dir` and publishes the outputs in `out_dir` (the CLI's `segment`): the
+/// outputs are staged in `out_dir/.strokeseg-staging-<pid>` and renamed into place only
+/// when all three are complete.
+pub fn segment_to_dir(
+    case_dir: &Path,
+    method: Method,
+    model: Option<&mut SegModel>,
+    options: &SegmentOptions,
+    out_dir: &Path,
+    cancel: &AtomicBool,
+) -> Result<Report, EdgeError> {
+    std::fs::create_dir_all(out_dir).map_err(|e| EdgeError::output(out_dir, e))?;
+    let staging =
+        StagingDir::create(out_dir.join(format!(".strokeseg-staging-{}", std::process::id())))?;
+    let report = segment_study(case_dir, method, model, options, staging.path(), cancel)?;
+    check_cancel(cancel)?;
+    publish_outputs(staging.path(), out_dir)?;
+    Ok(report)
+}
+
+/// [`segment_to_dir`] that drives status pins: start, then succeed (with the alert
+/// decision) or fail.
+pub fn segment_to_dir_with_status(
+    case_dir: &Path,
+    method: Method,
+    model: Option<&mut SegModel>,
+    options: &SegmentOptions,
+    out_dir: &Path,
+    cancel: &AtomicBool,
+    status: &mut dyn crate::status::StatusSink,
+) -> Result<Report, EdgeError> {
+    status.start();
+    match segment_to_dir(case_dir, method, model, options, out_dir, cancel) {
+        Ok(report) => {
+            status.succeed(report.alert.triggered);
+            Ok(report)
+        }
+        Err(e) => {
+            status.fail();
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Case-level evaluation, ISLES style: predict every slice of a case, turn the logits into a
+//! lesion mask with the shared postprocessing (softmax → threshold → small-component removal
+//! on the model grid), map the mask back onto the original grid with
+//! `GridMap::model_to_image_nearest`, and score it with `metrics::ConfusionCounts` over all
+//! slices of the case (volume Dice, not per-slice Dice). The edge runtime runs the same shared
+//! steps, so validation scores what deployment will produce.
+
+use serde::{Deserialize, Serialize};
+use strokeseg_shared::CoreError;
+use strokeseg_shared::metrics::{ConfusionCounts, SegmentationMetrics};
+use strokeseg_shared::postprocess::{
+    ComponentScratch, ComponentStats, PostprocessConfig, PostprocessError,
+    lesion_probability_from_logits, remove_small_components, threshold_mask,
+};
+use strokeseg_shared::preprocess::GridMap;
+use tch::nn::ModuleT;
+use tch::{Kind, Tensor};
+
+use crate::data::{CaseData, LoadedDataset};
+use crate::error::TrainError;
+use crate::loss::Loss;
+
+/// Why one slice's logits could not be turned into a mask.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SliceMaskError {
+    /// The shared postprocessing refused the buffers or the config.
+    #[error(transparent)]
+    Postprocess(#[from] PostprocessError),
+    /// The grid map refused the buffers.
+    #[error(transparent)]
+    Grid(#[from] CoreError),
+}
+
+/// Buffers for turning one slice's logits into a mask on the image grid, sized once per case
+/// (memory: `13 · H · W + nx · ny` bytes, whatever the number of slices).
+#[derive(Debug)]
+pub struct SlicePostprocessor {
+    map: GridMap,
+    config: PostprocessConfig,
+    min_area_px: u32,
+    prob: Vec<f32>,
+    mask_model: Vec<u8>,
+    labels: Vec<u32>,
+    parent: Vec<u32>,
+}
+
+impl SlicePostprocessor {
+    /// Buffers for slices mapped by `map`, postprocessed with `config` on the model grid of
+    /// `target_spacing_mm` pixels.
+    pub fn new(
+        map: GridMap,
+        config: PostprocessConfig,
+        target_spacing_mm: f32,
+    ) -> SlicePostprocessor {
+        let (w, h) = map.model_size();
+        SlicePostprocessor {
+            map,
+            config,
+            min_area_px: config.min_area_px(target_spacing_mm, target_spacing_mm),
+            prob: vec![0.0; w * h],
+            mask_model: vec![0; w * h],
+            labels: vec![0; w * h],
+            parent: vec![0; w * h],
+        }
+    }
+
+    /// `logits` `[K, H, W]` of one slice → lesion mask (0/1) on the image grid in
+    /// `out_image` (`ny · nx`). Returns what the component filter kept and removed.
+    pub fn image_mask(
+        &mut self,
+        logits: &[f32],
+        n_classes: usize,
+        out_image: &mut [u8],
+    ) -> Result<ComponentStats, SliceMaskError> {
+        let (w, h) = self.map.model_size();
+        lesion_probability_from_logits(logits, n_classes, w * h, &mut self.prob)?;
+        threshold_mask(&self.prob, self.config.threshold, &mut self.mask_model)?;
+        let stats = remove_small_components(
+            &mut self.mask_model,
+            w,
+            h,
+            self.min_area_px,
+            self.config.connectivity,
+            &mut ComponentScratch::new(&mut self.labels, &mut self.parent),
+        )?;
+        self.map
+            .model_to_image_nearest(&self.mask_model, out_image)?;
+        Ok(stats)
+    }
+}
+
+/// The result for one case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseEvaluation {
+    /// Case folder name.
+    pub case: String,
+    /// Patient label.
+    pub patient: String,
+    /// Slices in the case.
+    pub n_slices: usize,
+    /// Confusion counts over all slices, on the original grid.
+    pub counts: ConfusionCounts,
+    /// Dice, precision, recall, volumes (ISLES conventions, see `shared::metrics`).
+    pub metrics: SegmentationMetrics,
+}
+
+/// Means over the evaluated cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    /// Cases evaluated.
+    pub n_cases: usize,
+    /// Of which with a lesion in the ground truth.
+    pub n_lesion_cases: usize,
+    /// Mean per-case Dice over all cases (a lesion-free case scores 1 if nothing is predicted,
+    /// 0 otherwise).
+    pub mean_dice: f64,
+    /// Mean per-case Dice over the cases with a lesion (`None` when there are none).
+    pub mean_dice_lesion_cases: Option<f64>,
+    /// Mean per-case precision.
+    pub mean_precision: f64,
+    /// Mean per-case recall.
+    pub mean_recall: f64,
+    /// Mean per-case absolute volume difference, mL.
+    pub mean_abs_volume_difference_ml: f64,
+    /// Slice-weighted mean of the training loss over the evaluated slices.
+    pub loss: f64,
+    /// The per-case results.
+    pub cases: Vec<CaseEvaluation>,
+}
+
+impl EvalSummary {
+    /// Means over `cases` (all zero when empty).
+    pub fn from_cases(cases: Vec<CaseEvaluation>, loss: f64) -> EvalSummary {
+        let n = cases.len();
+        let mean = |f: &dyn Fn(&CaseEvaluation) -> f64| {
+            if n == 0 {
+                0.0
+            } else {
+                cases.iter().map(f).sum::<f64>() / n as f64
+            }
+        };
+        let lesion: Vec<f64> = cases
+            .iter()
+            .filter(|c| c.counts.true_voxels() > 0)
+            .map(|c| c.metrics.dice)
+            .collect();
+        EvalSummary {
+            n_cases: n,
+            n_lesion_cases: lesion.len(),
+            mean_dice: mean(&|c| c.metrics.dice),
+            mean_dice_lesion_cases: (!lesion.is_empty())
+                .then(|| lesion.iter().sum::<f64>() / lesion.len() as f64),
+            mean_precision: mean(&|c| c.metrics.precision),
+            mean_recall: mean(&|c| c.metrics.recall),
+            mean_abs_volume_difference_ml: mean(&|c| c.metrics.abs_volume_difference_ml),
+            loss,
+            cases,
+        }
+    }
+}
+
+/// Runs `net` (eval mode, no gradients) over `inputs` `[S, C, H, W]` in batches of
+/// `batch_size`; returns the logits `[S, K, H, W]` as f32 on the CPU and, when `loss` and
+/// `labels` are given, the slice-weighted mean loss over the batches.
+pub fn predict(
+    net: &impl ModuleT,
+    inputs: &Tensor,
+    labels: Option<&Tensor>,
+    loss: Option<&Loss>,
+    batch_size: usize,
+) -> Result<(Tensor, Option<f64>), TrainError> {
+    let _guard = tch::no_grad_guard();
+    let n = inputs.size().first().copied().unwrap_or(0);
+    let batch = batch_size.max(1) as i64;
+    let mut outputs = Vec::new();
+    let mut loss_sum = 0.0;
+    let mut start = 0;
+    while start < n {
+        let len = batch.min(n - start);
+        let x = inputs.f_narrow(0, start, len)?;
+        let logits = net.forward_t(&x, false).f_to_kind(Kind::Float)?;
+        if let (Some(loss), Some(labels)) = (loss, labels) {
+            let y = labels.f_narrow(0, start, len)?.f_to_kind(Kind::Int64)?;
+            loss_sum += f64::try_from(loss.compute(&logits, &y))? * len as f64;
+        }
+        outputs.push(logits.f_to_device(tch::Device::Cpu)?);
+        start += len;
+    }
+    let logits = if outputs.is_empty() {
+        Tensor::f_zeros([0], (Kind::Float, tch::Device::Cpu))?
+    } else {
+        Tensor::f_cat(&outputs, 0)?
+    };
+    let mean_loss = (loss.is_some() && labels.is_some() && n > 0).then(|| loss_sum / n as f64);
+    Ok((logits, mean_loss))
+}
+
+/// Scores the predicted `logits` `[S, K, H, W]` (f32, CPU) of `case` against its ground truth
+/// on the original grid.
+pub fn score_case(
+    case: &CaseData,
+    logits: &Tensor,
+    post: &PostprocessConfig,
+    target_spacing_mm: f32,
+) -> Result<CaseEvaluation, TrainError> {
+    let n_classes = logits.size().get(1).copied().unwrap_or(0).max(0) as usize;
+    let flat: Vec<f32> = Vec::<f32>::try_from(&logits.f_flatten(0, -1)?)?;
+    let (w, h) = case.map.model_size();
+    let per_slice = n_classes * w * h;
+    let image_len = case.geometry.len();
+    let mut post_slice = SlicePostprocessor::new(case.map, *post, target_spacing_mm);
+    let mut mask_image = vec![0u8; image_len];
+    let mut counts = ConfusionCounts::default();
+    let postprocess = |source| TrainError::Postprocess {
+        case: case.name.clone(),
+        source,
+    };
+    for slice_idx in 0..case.n_slices {
+        let logits_slice = flat
+            .get(slice_idx * per_slice..(slice_idx + 1) * per_slice)
+            .ok_or_else(|| TrainError::Config {
+                reason: format!(
+                    "{}: {} logits for {} slices of {per_slice}",
+                    case.name,
+                    flat.len(),
+                    case.n_slices
+                ),
+            })?;
+        post_slice
+            .image_mask(logits_slice, n_classes, &mut mask_image)
+            .map_err(postprocess)?;
+        let truth = case
+            .truth
+            .get(slice_idx * image_len..(slice_idx + 1) * image_len)
+            .ok_or_else(|| TrainError::Config {
+                reason: format!("{}: ground truth is shorter than its slices", case.name),
+            })?;
+        counts
+            .add_slice(&mask_image, truth)
+            .map_err(|source| TrainError::Metrics {
+                case: case.name.clone(),
+                source,
+            })?;
+    }
+    let metrics = counts
+        .metrics(case.voxel_volume_mm3)
+        .map_err(|source| TrainError::Metrics {
+            case: case.name.clone(),
+            source,
+        })?;
+    Ok(CaseEvaluation {
+        case: case.name.clone(),
+        patient: case.patient.clone(),
+        n_slices: case.n_slices,
+        counts,
+        metrics,
+    })
+}
+
+/// Evaluates `net` on the cases `case_indices` of `data`: per-case metrics and their means.
+pub fn evaluate_cases(
+    net: &impl ModuleT,
+    data: &LoadedDataset,
+    case_indices: &[usize],
+    post: &PostprocessConfig,
+    loss: Option<&Loss>,
+    batch_size: usize,
+) -> Result<EvalSummary, TrainError> {
+    let mut results = Vec::with_capacity(case_indices.len());
+    let mut loss_sum = 0.0;
+    let mut n_slices = 0usize;
+    for &case_idx in case_indices {
+        let Some(case) = data.cases.get(case_idx) else {
+            continue;
+        };
+        let range = case.slice_range();
+        let inputs = data
+            .inputs
+            .f_narrow(0, range.start as i64, case.n_slices as i64)?;
+        let labels = data
+            .labels
+            .f_narrow(0, range.start as i64, case.n_slices as i64)?;
+        let (logits, case_loss) = predict(net, &inputs, Some(&labels), loss, batch_size)?;
+        if let Some(l) = case_loss {
+            loss_sum += l * case.n_slices as f64;
+        }
+        n_slices += case.n_slices;
+        results.push(score_case(
+            case,
+            &logits,
+            post,
+            data.config.target_spacing_mm,
+        )?);
+    }
+    let loss = if n_slices > 0 {
+        loss_sum / n_slices as f64
+    } else {
+        0.0
+    };
+    Ok(EvalSummary::from_cases(results, loss))
+}

@@ -1,0 +1,230 @@
+//! `strokeseg-train train` and `cv` as a user runs them, on a tiny phantom set: the run folder
+//! contract the exporter reads, refusal to overwrite, stop and `--resume`, and the
+//! cross-validation summary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use strokeseg_trainer::checkpoint::{Which, load_model};
+use strokeseg_trainer::run::{Evaluation, RunConfig, RunPaths};
+
+const BIN: &str = env!("CARGO_BIN_EXE_strokeseg-train");
+
+/// The flags that make a run tiny.
+const TINY: &[&str] = &[
+    "--device",
+    "cpu",
+    "--quiet",
+    "--batch-size",
+    "4",
+    "--base-width",
+    "4",
+    "--depth",
+    "2",
+    "--input-size",
+    "64",
+    "--target-spacing-mm",
+    "4",
+    "--warmup-epochs",
+    "1",
+];
+
+fn train(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn s(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn train_writes_the_run_folder_contract() {
+    let data = common::dataset(6, 41);
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let mut args = vec![
+        "train",
+        "--data",
+        &*Box::leak(s(data).into_boxed_str()),
+        "--out",
+    ];
+    let run_arg = s(&run_dir);
+    args.push(&run_arg);
+    args.extend([
+        "--fold", "1", "--folds", "2", "--epochs", "2", "--loss", "hybrid", "--seed", "9",
+    ]);
+    args.extend(TINY);
+    let out = train(&args);
+    ok(&out);
+    assert!(
+        text(&out.stdout).contains("held-out mean case Dice"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let paths = RunPaths::new(&run_dir);
+    for file in [
+        paths.run_json(),
+        paths.best_checkpoint(),
+        paths.last_checkpoint(),
+        paths.last_optimizer(),
+        paths.last_state(),
+        paths.metrics_csv(),
+        paths.metrics_json(),
+        paths.steps_csv(),
+        paths.curves_png(),
+        paths.evaluation(),
+    ] {
+        assert!(file.is_file(), "{} missing", file.display());
+    }
+    // run.json: the keys the exporter reads, and RunConfig::load.
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(paths.run_json()).unwrap()).unwrap();
+    for key in [
+        "unet",
+        "preprocess",
+        "postprocess",
+        "training",
+        "data_dir",
+        "seed",
+        "git_revision",
+    ] {
+        assert!(raw.get(key).is_some(), "run.json lacks {key}");
+    }
+    let run = RunConfig::load(&run_dir).unwrap();
+    assert_eq!(run.seed, 9);
+    assert_eq!(run.training.epochs, 2);
+    assert_eq!(run.training.loss, "hybrid");
+    assert_eq!((run.training.folds, run.training.fold), (2, Some(1)));
+    assert!(run.training.val_dice.is_some());
+    assert_eq!(run.preprocess.input_height, 64);
+    assert_eq!(run.unet.base_width, 4);
+    assert!(!run.split.val_cases.is_empty() && !run.split.train_cases.is_empty());
+    assert!(
+        run.split
+            .val_cases
+            .iter()
+            .all(|c| !run.split.train_cases.contains(c))
+    );
+    // metrics.csv: header + one line per epoch with held-out Dice.
+    let csv = std::fs::read_to_string(paths.metrics_csv()).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("epoch,global_step,train_loss,lr"));
+    assert!(lines[2].starts_with("2,"));
+    let png = std::fs::read(paths.curves_png()).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let evaluation = Evaluation::load(&run_dir).unwrap();
+    assert_eq!(
+        evaluation.last.as_ref().unwrap().n_cases,
+        run.split.val_cases.len()
+    );
+    // Both checkpoints load into the configured network.
+    for which in [Which::Best, Which::Last] {
+        let (config, _, _) = load_model(&run_dir, which, tch::Device::Cpu).unwrap();
+        assert_eq!(config, run);
+    }
+    // A second train into the same folder is refused; --resume of a finished run is a no-op;
+    // --resume with a changed flag is refused.
+    let again = train(&args);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already holds a run"),
+        "{}",
+        text(&again.stderr)
+    );
+    let resume = train(&[
+        "train", "--out", &run_arg, "--resume", "--device", "cpu", "--quiet",
+    ]);
+    ok(&resume);
+    let changed = train(&["train", "--out", &run_arg, "--resume", "--epochs", "5"]);
+    assert!(!changed.status.success());
+    assert!(
+        text(&changed.stderr).contains("leave out --epochs"),
+        "{}",
+        text(&changed.stderr)
+    );
+}
+
+#[test]
+fn a_stopped_run_resumes_from_the_command_line() {
+    let data = s(common::dataset(6, 41));
+    let tmp = tempfile::tempdir().unwrap();
+    let run_arg = s(&tmp.path().join("run"));
+    let mut args = vec!["train", "--data", &data, "--out", &run_arg, "--epochs", "2"];
+    args.extend(TINY);
+    args.extend(["--stop-after-steps", "2"]);
+    let stopped = train(&args);
+    assert_eq!(
+        stopped.status.code(),
+        Some(130),
+        "stderr: {}",
+        text(&stopped.stderr)
+    );
+    assert!(text(&stopped.stdout).contains("continue with --resume"));
+    let resumed = train(&[
+        "train", "--out", &run_arg, "--resume", "--device", "cpu", "--quiet",
+    ]);
+    ok(&resumed);
+    assert!(
+        text(&resumed.stdout).contains("2 epochs on every case"),
+        "{}",
+        text(&resumed.stdout)
+    );
+}
+
+#[test]
+fn cv_runs_every_fold_and_writes_the_summary() {
+    let data = s(common::dataset(6, 41));
+    let tmp = tempfile::tempdir().unwrap();
+    let out_arg = s(&tmp.path().join("cv"));
+    let mut args = vec![
+        "cv", "--data", &data, "--out", &out_arg, "--folds", "2", "--epochs", "1", "--loss", "ce",
+    ];
+    args.extend(TINY);
+    let out = train(&args);
+    ok(&out);
+    let root = tmp.path().join("cv");
+    for fold in 0..2 {
+        let fold_dir = root.join(format!("fold_{fold}"));
+        let run = RunConfig::load(&fold_dir).unwrap();
+        assert_eq!(run.split.fold, Some(fold));
+        assert!(RunPaths::new(&fold_dir).best_checkpoint().is_file());
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("cv_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["n_folds"], 2);
+    assert_eq!(summary["folds"].as_array().unwrap().len(), 2);
+    assert!(summary["dice"]["mean"].is_f64());
+    assert_eq!(summary["pooled"]["n_cases"], 6);
+    let md = std::fs::read_to_string(root.join("cv_summary.md")).unwrap();
+    assert!(md.contains("| fold |") && md.contains("mean ± sd"), "{md}");
+    // --resume of a finished cross-validation re-reads the folds and rewrites the summary.
+    let again = train(&[
+        "cv", "--out", &out_arg, "--resume", "--device", "cpu", "--quiet",
+    ]);
+    ok(&again);
+}

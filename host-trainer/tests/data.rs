@@ -1,0 +1,93 @@
+//! Data loading through the shared preprocessing: shapes, labels against the ground truth,
+//! the calibration loader the exporter uses, and case-level scoring of a perfect prediction
+//! (which exercises the map back to the original grid).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use strokeseg_shared::io::PatientGrouping;
+use strokeseg_shared::postprocess::PostprocessConfig;
+use strokeseg_trainer::data::{self, load_training_slices};
+use strokeseg_trainer::eval::score_case;
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn dataset_loads_into_tensors_with_case_geometry() {
+    let dir = common::dataset(4, 21);
+    let loaded = common::load(dir);
+    let n = loaded.n_slices() as i64;
+    assert_eq!(loaded.inputs.size(), [n, 5, 64, 64]);
+    assert_eq!(loaded.labels.size(), [n, 64, 64]);
+    assert_eq!(loaded.inputs.kind(), Kind::Float);
+    assert_eq!(loaded.cases.len(), 4);
+    let total: usize = loaded.cases.iter().map(|c| c.n_slices).sum();
+    assert_eq!(total as i64, n);
+    for case in &loaded.cases {
+        assert_eq!(case.truth.len(), case.n_slices * case.geometry.len());
+        assert!(case.voxel_volume_mm3 > 0.0);
+    }
+    // Labels on the model grid agree with the truth on the original grid (lesion present).
+    let lesion_model: u64 = loaded.lesion_pixels.iter().sum();
+    let lesion_image: u64 = loaded.cases.iter().map(|c| c.true_lesion_voxels()).sum();
+    assert!(lesion_model > 0 && lesion_image > 0);
+    let counts = loaded.class_counts(&(0..loaded.n_slices()).collect::<Vec<_>>());
+    assert_eq!(counts[0] + counts[1], n as u64 * 64 * 64);
+    // Inputs are normalised: finite and within the clamps.
+    let max = f64::try_from(loaded.inputs.abs().max()).unwrap();
+    assert!(max.is_finite() && max <= 2.0 + 1e-6, "{max}");
+}
+
+#[test]
+fn calibration_slices_are_the_training_inputs() {
+    let dir = common::dataset(4, 21);
+    let loaded = common::load(dir);
+    let config = common::small_preprocess();
+    let calib = load_training_slices(dir, &config, 5).unwrap();
+    assert_eq!(calib.size(), [5, 5, 64, 64]);
+    assert_eq!(calib.device(), Device::Cpu);
+    assert!(calib.equal(&loaded.inputs.narrow(0, 0, 5)));
+    let all = load_training_slices(dir, &config, 10_000).unwrap();
+    assert_eq!(all.size()[0], loaded.n_slices() as i64);
+    assert!(load_training_slices(dir, &config, 0).is_err());
+    assert!(load_training_slices(&dir.join("missing"), &config, 5).is_err());
+}
+
+#[test]
+fn a_perfect_prediction_scores_near_one_on_the_original_grid() {
+    let dir = common::dataset(4, 21);
+    let dataset = data::discover(dir, &PatientGrouping::Heuristic).unwrap();
+    let config = strokeseg_shared::PreprocessConfig {
+        input_height: 192,
+        input_width: 192,
+        target_spacing_mm: 1.5,
+        ..strokeseg_shared::PreprocessConfig::default()
+    };
+    let loaded = data::load_dataset(&dataset, &config, Device::Cpu, |_, _, _| {}).unwrap();
+    let post = PostprocessConfig {
+        min_component_area_mm2: 0.0,
+        ..PostprocessConfig::default()
+    };
+    let mut scored = 0;
+    for case in &loaded.cases {
+        let labels = loaded
+            .labels
+            .narrow(0, case.first_slice as i64, case.n_slices as i64)
+            .to_kind(Kind::Int64);
+        // Logits ±10 from the labels on the model grid.
+        let lesion = labels.to_kind(Kind::Float) * 20.0 - 10.0;
+        let logits = Tensor::stack(&[lesion.zeros_like(), lesion], 1);
+        let result = score_case(case, &logits, &post, config.target_spacing_mm).unwrap();
+        assert_eq!(result.n_slices, case.n_slices);
+        assert_eq!(result.counts.total_voxels() as usize, case.truth.len());
+        if case.true_lesion_voxels() > 500 {
+            assert!(
+                result.metrics.dice > 0.85,
+                "{}: Dice {} for the labels themselves",
+                case.name,
+                result.metrics.dice
+            );
+            scored += 1;
+        }
+    }
+    assert!(scored > 0, "no case with a sizeable lesion");
+}
