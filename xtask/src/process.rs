@@ -21,6 +21,73 @@ pub fn run<S: AsRef<OsStr>>(cwd: &Path, program: &str, args: &[S]) -> Result<()>
     Ok(())
 }
 
+/// Totals of libtest's `test result:` lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestCounts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+    /// Tests that were ignored.
+    pub ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; …` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result:") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// [`run`], echoing stdout line by line while summing libtest's `test result:` lines.
+pub fn run_counting_tests<S: AsRef<OsStr>>(
+    cwd: &Path,
+    program: &str,
+    args: &[S],
+) -> Result<TestCounts> {
+    use std::io::{BufRead, BufReader, Write};
+    let line = command_line(program, args);
+    println!("$ {line}");
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{line}` (is `{program}` on PATH?)"))?;
+    let mut counts = TestCounts::default();
+    if let Some(out) = child.stdout.take() {
+        let stdout = std::io::stdout();
+        for l in BufReader::new(out).lines() {
+            let l = l.with_context(|| format!("reading the output of `{line}`"))?;
+            counts.add_line(&l);
+            let mut lock = stdout.lock();
+            let _ = writeln!(lock, "{l}");
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{line}`"))?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    Ok(counts)
+}
+
 /// Runs `program args...` in `cwd` and returns its stdout; `None` when it cannot start or fails.
 pub fn output<S: AsRef<OsStr>>(cwd: &Path, program: &str, args: &[S]) -> Option<String> {
     let out = Command::new(program)
@@ -41,4 +108,27 @@ fn command_line<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
         line.push_str(&arg.as_ref().to_string_lossy());
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_libtest_result_lines() {
+        let mut c = TestCounts::default();
+        c.add_line("test result: ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.2s");
+        c.add_line(
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("running 3 tests");
+        assert_eq!(
+            c,
+            TestCounts {
+                passed: 13,
+                failed: 2,
+                ignored: 3
+            }
+        );
+    }
 }
