@@ -21,7 +21,7 @@ use std::time::Instant;
 use strokeseg_shared::brain_mask::compute_brain_mask;
 use strokeseg_shared::config::{ChannelSpec, Normalization};
 use strokeseg_shared::io::{
-    Dtype, GridTolerance, IoError, NiftiWriter, ReadLimits, Study, read_header,
+    Dtype, GridTolerance, IoError, NiftiWriter, ReadLimits, SlicePreparer, Study, read_header,
 };
 use strokeseg_shared::metrics::volume_ml_from_voxels;
 use strokeseg_shared::perfusion_rule::{CoreRule, HealthyCbfStats, core_mask_slice};
@@ -29,7 +29,7 @@ use strokeseg_shared::postprocess::{
     ComponentScratch, ComponentStats, PostprocessConfig, lesion_probability_from_logits,
     remove_small_components, threshold_mask,
 };
-use strokeseg_shared::preprocess::{GridMap, SliceGeometry, SliceScratch, prepare_model_input};
+use strokeseg_shared::preprocess::SliceGeometry;
 use strokeseg_shared::stats::{LogHistogram, VolumeStats};
 use strokeseg_shared::{Modality, PreprocessConfig};
 
@@ -386,7 +386,8 @@ fn run_model(
     timings.pass1_stats_ms += elapsed_ms(t);
 
     let geom = slice_geometry(&study);
-    let map = GridMap::new(geom, config).map_err(|e| core_error(case_dir, e))?;
+    let mut preparer = SlicePreparer::new(&study, config, stats.norm.clone())?;
+    let map = *preparer.map();
     let display_idx = config
         .channel_index(Modality::Cbf)
         .or_else(|| {
@@ -401,9 +402,6 @@ fn run_model(
 
     let n = geom.len();
     let (w, h) = map.model_size();
-    let mut raw = vec![vec![0f32; n]; channels.len()];
-    let mut brain = vec![0u8; n];
-    let mut normalized = vec![0f32; n];
     let mut input = vec![0f32; model.input_len()];
     let mut logits = vec![0f32; model.n_classes() * w * h];
     let mut prob_model = vec![0f32; w * h];
@@ -416,22 +414,7 @@ fn run_model(
     for z in 0..study.n_slices() {
         check_cancel(cancel)?;
         let t = Instant::now();
-        for (c, buf) in raw.iter_mut().enumerate() {
-            study.read_channel_slice(c, z, buf)?;
-        }
-        let views: Vec<&[f32]> = raw.iter().map(Vec::as_slice).collect();
-        prepare_model_input(
-            config,
-            &stats.norm,
-            &map,
-            &views,
-            SliceScratch {
-                brain_mask: &mut brain,
-                normalized: &mut normalized,
-            },
-            &mut input,
-        )
-        .map_err(|e| core_error(case_dir, e))?;
+        preparer.prepare(&mut study, z, &mut input)?;
         timings.preprocess_ms += elapsed_ms(t);
 
         let t = Instant::now();
@@ -443,7 +426,7 @@ fn run_model(
         map.model_to_image_bilinear(&prob_model, 0.0, &mut prob_image)
             .map_err(|e| core_error(case_dir, e))?;
         threshold_mask(&prob_image, post.threshold, &mut mask)?;
-        for (m, &b) in mask.iter_mut().zip(&brain) {
+        for (m, &b) in mask.iter_mut().zip(preparer.brain_mask()) {
             *m &= u8::from(b != 0);
         }
         let c = remove_small_components(
@@ -458,7 +441,7 @@ fn run_model(
         timings.postprocess_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        outputs.write(&raw[display_idx], &mask)?;
+        outputs.write(preparer.raw_channel(display_idx).unwrap_or(&[]), &mask)?;
         timings.write_ms += elapsed_ms(t);
     }
     let non_finite = channels

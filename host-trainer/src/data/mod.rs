@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 
 use strokeseg_shared::PreprocessConfig;
 use strokeseg_shared::io::{
-    Dataset, DatasetCase, GridTolerance, PatientGrouping, ReadLimits, Study,
+    Dataset, DatasetCase, GridTolerance, PatientGrouping, ReadLimits, SlicePreparer, Study,
 };
 use strokeseg_shared::modality::Modality;
-use strokeseg_shared::preprocess::{GridMap, SliceGeometry, SliceScratch, prepare_model_input};
+use strokeseg_shared::preprocess::{GridMap, SliceGeometry};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::TrainError;
@@ -172,16 +172,14 @@ fn prepare_case(
         spacing_x_mm: spacing_mm[0],
         spacing_y_mm: spacing_mm[1],
     };
-    let map = GridMap::new(geometry, config).map_err(core)?;
+    let mut preparer = SlicePreparer::new(&study, config, stats.norm)?;
+    let map = *preparer.map();
     let voxel_volume_mm3 = study.reference().voxel_volume_mm3();
     let n_slices = max_slices.map_or(study.n_slices(), |m| m.min(study.n_slices()));
     let plane = config.input_plane_len();
     let n_channels = config.n_channels();
     let image_len = geometry.len();
 
-    let mut raw = vec![vec![0f32; image_len]; n_channels];
-    let mut brain = vec![0u8; image_len];
-    let mut normalized = vec![0f32; image_len];
     let mut model_input = vec![0f32; n_channels * plane];
     let mut truth_f32 = vec![0f32; image_len];
     let mut truth_u8 = vec![0u8; image_len];
@@ -191,23 +189,7 @@ fn prepare_case(
     let mut labels = Vec::with_capacity(if with_truth { n_slices * plane } else { 0 });
     let mut truth = Vec::with_capacity(if with_truth { n_slices * image_len } else { 0 });
     for slice_idx in 0..n_slices {
-        for (channel_idx, buf) in raw.iter_mut().enumerate() {
-            // The reader replaces NaN/±inf by 0 (and counts them) as it reads.
-            study.read_channel_slice(channel_idx, slice_idx, buf)?;
-        }
-        let views: Vec<&[f32]> = raw.iter().map(Vec::as_slice).collect();
-        prepare_model_input(
-            config,
-            &stats.norm,
-            &map,
-            &views,
-            SliceScratch {
-                brain_mask: &mut brain,
-                normalized: &mut normalized,
-            },
-            &mut model_input,
-        )
-        .map_err(core)?;
+        preparer.prepare(&mut study, slice_idx, &mut model_input)?;
         inputs.extend_from_slice(&model_input);
         if with_truth {
             study.read_truth_slice(slice_idx, &mut truth_f32)?;

@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use strokeseg_shared::PreprocessConfig;
-use strokeseg_shared::io::{Dataset, PatientGrouping, Study};
-use strokeseg_shared::preprocess::{GridMap, SliceGeometry, SliceScratch, prepare_model_input};
+use strokeseg_shared::io::{Dataset, PatientGrouping, SlicePreparer, Study};
 
 use super::ExportError;
 
@@ -41,43 +40,19 @@ pub fn prepare_study(
     let stats = study
         .gather_stats(config)
         .map_err(|e| io_err(case_dir, e))?;
-    let (nx, ny) = study.slice_shape();
-    let [sx, sy, _] = study.spacing_mm();
-    let geometry = SliceGeometry {
-        nx,
-        ny,
-        spacing_x_mm: sx,
-        spacing_y_mm: sy,
-    };
-    let map = GridMap::new(geometry, config).map_err(|e| io_err(case_dir, e))?;
-    let n = nx * ny;
-    let mut raw = vec![vec![0f32; n]; modalities.len()];
-    let mut brain = vec![0u8; n];
-    let mut normalized = vec![0f32; n];
+    let mut preparer =
+        SlicePreparer::new(&study, config, stats.norm).map_err(|e| io_err(case_dir, e))?;
+    let map = *preparer.map();
+    let n = map.image().len();
     let mut truth_image = vec![0f32; n];
     let mut truth_u8 = vec![0u8; n];
     let plane = config.input_plane_len();
     let mut out = Vec::with_capacity(study.n_slices());
     for slice_idx in 0..study.n_slices() {
-        for (c, buf) in raw.iter_mut().enumerate() {
-            study
-                .read_channel_slice(c, slice_idx, buf)
-                .map_err(|e| io_err(case_dir, e))?;
-        }
-        let views: Vec<&[f32]> = raw.iter().map(Vec::as_slice).collect();
         let mut input = vec![0f32; plane * modalities.len()];
-        let brain_voxels = prepare_model_input(
-            config,
-            &stats.norm,
-            &map,
-            &views,
-            SliceScratch {
-                brain_mask: &mut brain,
-                normalized: &mut normalized,
-            },
-            &mut input,
-        )
-        .map_err(|e| io_err(case_dir, e))?;
+        let brain_voxels = preparer
+            .prepare(&mut study, slice_idx, &mut input)
+            .map_err(|e| io_err(case_dir, e))?;
         let truth = if with_truth {
             study
                 .read_truth_slice(slice_idx, &mut truth_image)

@@ -18,5 +18,5 @@ pub use dtype::Dtype;
 pub use error::IoError;
 pub use header::{Affine, GridTolerance, HeaderInfo, ReadLimits, new_header, read_header};
 pub use reader::{NiftiVolumeReader, SliceStats};
-pub use study::{CaseFiles, Study, StudyStats};
+pub use study::{CaseFiles, SlicePreparer, Study, StudyStats};
 pub use writer::{NiftiWriter, publish_atomically};

@@ -8,8 +8,9 @@ use nifti::NiftiHeader;
 
 use super::{GridTolerance, HeaderInfo, IoError, NiftiVolumeReader, ReadLimits, SliceStats};
 use crate::brain_mask::compute_brain_mask;
-use crate::config::PreprocessConfig;
+use crate::config::{MAX_CHANNELS, PreprocessConfig};
 use crate::modality::Modality;
+use crate::preprocess::{GridMap, SliceGeometry, SliceScratch, prepare_model_input};
 use crate::stats::{NormParams, VolumeStats};
 
 /// The image files of one case, by modality. Nothing is opened.
@@ -335,6 +336,105 @@ impl Study {
             non_finite_per_channel,
             norm,
         })
+    }
+}
+
+/// Pass 2, one slice at a time: reads every channel of a slice and turns it into the model
+/// input with [`prepare_model_input`]. Trainer, exporter and edge runtime all prepare slices
+/// through this one type. Memory: one raw slice per channel plus the brain mask and one
+/// normalised channel, sized once per study and reused for every slice.
+pub struct SlicePreparer {
+    config: PreprocessConfig,
+    norm: NormParams,
+    map: GridMap,
+    raw: Vec<Vec<f32>>,
+    brain: Vec<u8>,
+    normalized: Vec<f32>,
+}
+
+impl SlicePreparer {
+    /// Buffers for `study` (opened with `config`'s channels) and the normalisation found by
+    /// pass 1 ([`Study::gather_stats`]).
+    pub fn new(
+        study: &Study,
+        config: &PreprocessConfig,
+        norm: NormParams,
+    ) -> Result<Self, IoError> {
+        let (nx, ny) = study.slice_shape();
+        let [sx, sy, _] = study.spacing_mm();
+        let geometry = SliceGeometry {
+            nx,
+            ny,
+            spacing_x_mm: sx,
+            spacing_y_mm: sy,
+        };
+        let map = GridMap::new(geometry, config).map_err(|source| IoError::Preprocess {
+            path: study.files.case_dir.clone(),
+            source,
+        })?;
+        let n = geometry.len();
+        Ok(SlicePreparer {
+            config: config.clone(),
+            norm,
+            map,
+            raw: vec![vec![0f32; n]; study.n_channels()],
+            brain: vec![0u8; n],
+            normalized: vec![0f32; n],
+        })
+    }
+
+    /// The map between the image grid and the model grid.
+    pub fn map(&self) -> &GridMap {
+        &self.map
+    }
+
+    /// Reads slice `slice_idx` of every channel and writes the model input `[C, H, W]` into
+    /// `out`; returns the slice's brain voxel count.
+    pub fn prepare(
+        &mut self,
+        study: &mut Study,
+        slice_idx: usize,
+        out: &mut [f32],
+    ) -> Result<usize, IoError> {
+        for (c, buf) in self.raw.iter_mut().enumerate() {
+            // The reader replaces NaN/±inf by 0 (and counts them) as it reads.
+            study.read_channel_slice(c, slice_idx, buf)?;
+        }
+        let mut views: heapless::Vec<&[f32], MAX_CHANNELS> = heapless::Vec::new();
+        for r in &self.raw {
+            views.push(r.as_slice()).map_err(|_| IoError::Preprocess {
+                path: study.files.case_dir.clone(),
+                source: crate::CoreError::ChannelCount {
+                    expected: MAX_CHANNELS,
+                    got: self.raw.len(),
+                },
+            })?;
+        }
+        prepare_model_input(
+            &self.config,
+            &self.norm,
+            &self.map,
+            &views,
+            SliceScratch {
+                brain_mask: &mut self.brain,
+                normalized: &mut self.normalized,
+            },
+            out,
+        )
+        .map_err(|source| IoError::Preprocess {
+            path: study.files.case_dir.clone(),
+            source,
+        })
+    }
+
+    /// The raw values (image grid) of channel `idx` of the last prepared slice.
+    pub fn raw_channel(&self, idx: usize) -> Option<&[f32]> {
+        self.raw.get(idx).map(Vec::as_slice)
+    }
+
+    /// The brain mask (image grid) of the last prepared slice.
+    pub fn brain_mask(&self) -> &[u8] {
+        &self.brain
     }
 }
 
