@@ -9,10 +9,19 @@
 //!   source of truth for where libtorch is.
 //! - `LIBTORCH`, `LIBTORCH_LIB`, `LIBTORCH_USE_PYTORCH`: not read, only watched, so that changing
 //!   them reruns this script.
+//! - `STROKESEG_ALLOW_SHLIB_UNDEFINED`: when set (by `cargo xtask gpu-bundle`), links with
+//!   `-Wl,--allow-shlib-undefined`, so a CUDA trainer links on a machine that has
+//!   `libtorch_cuda.so` but not the CUDA libraries it depends on (cuDNN, cuBLAS, …).
+//!
+//! CUDA: when the libtorch lib dir holds `libtorch_cuda.so`, it is linked with
+//! `--no-as-needed`. Nothing the tch shim calls lives in it, so rustc's default `--as-needed`
+//! would drop it, and libtorch would then report no CUDA device ("Cannot initialize CUDA
+//! without ATen_cuda library"): the CUDA backend registers itself when the library loads.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     for watched in [
+        "STROKESEG_ALLOW_SHLIB_UNDEFINED",
         "LIBTORCH",
         "LIBTORCH_LIB",
         "LIBTORCH_USE_PYTORCH",
@@ -24,10 +33,21 @@ fn main() {
         Ok(lib_dir) if !lib_dir.is_empty() => {
             // Applies to every binary, test, example and bench of this package.
             println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+            if std::path::Path::new(&lib_dir)
+                .join("libtorch_cuda.so")
+                .exists()
+            {
+                println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+                println!("cargo:rustc-link-arg=-ltorch_cuda");
+                println!("cargo:rustc-link-arg=-Wl,--as-needed");
+            }
         }
         _ => println!(
             "cargo:warning=torch-sys did not report its libtorch lib dir (DEP_TCH_LIBTORCH_LIB): \
              no rpath added, set LD_LIBRARY_PATH to run the trainer"
         ),
+    }
+    if std::env::var_os("STROKESEG_ALLOW_SHLIB_UNDEFINED").is_some() {
+        println!("cargo:rustc-link-arg=-Wl,--allow-shlib-undefined");
     }
 }

@@ -14,7 +14,8 @@
 //! # model = "/opt/strokeseg/model.onnx"   # default: the model embedded in the binary
 //! alert_threshold_ml = 70.0
 //!
-//! [pins]                        # needs the `gpio-cdev` build feature; omit for no pins
+//! [pins]                        # omit for no pins
+//! backend = "cdev"              # GPIO lines (`gpio-cdev` build feature); "log": log levels
 //! chip = "/dev/gpiochip0"
 //! busy = 17
 //! done = 27
@@ -174,6 +175,7 @@ mod tests {
             method = "threshold"
             alert_threshold_ml = 50.0
             [pins]
+            backend = "cdev"
             chip = "/dev/gpiochip0"
             busy = 17
             fault = 23

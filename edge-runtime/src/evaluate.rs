@@ -1,83 +1,42 @@
-//! `strokeseg-edge evaluate`: ISLES metrics (Dice, precision, recall, volumes) of one
-//! predicted mask against a case's ground truth (`OT`), streamed slice by slice.
+//! `strokeseg-edge evaluate`: the ISLES metrics of one predicted mask against a case's
+//! ground truth (`OT`), computed by `strokeseg_shared::evaluation::evaluate_case` (Dice,
+//! precision, recall, volumes, Hausdorff distance, HD95, ASSD). This module only finds the
+//! two files.
+//!
+//! Memory: surface distances need both masks whole, so evaluation holds at most 28 bytes
+//! per voxel of the case (`strokeseg_shared::evaluation`); the segmentation path stays
+//! bounded by a few slices.
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
 use strokeseg_shared::Modality;
-use strokeseg_shared::io::{CaseFiles, GridTolerance, IoError, NiftiVolumeReader};
-use strokeseg_shared::metrics::{ConfusionCounts, SegmentationMetrics};
+use strokeseg_shared::evaluation::{EDGE_MASK_FILES, evaluate_case};
+use strokeseg_shared::io::CaseFiles;
 
 use crate::EdgeError;
-use crate::report::MASK_FILE;
 
-/// The metrics of one case.
-#[derive(Debug, Clone, Serialize)]
-pub struct Evaluation {
-    /// The predicted mask file.
-    pub prediction: PathBuf,
-    /// The ground-truth file.
-    pub truth: PathBuf,
-    /// Voxel counts of the confusion matrix.
-    pub counts: ConfusionCounts,
-    /// Dice, precision, recall, volumes (mL).
-    pub metrics: SegmentationMetrics,
-}
+/// The metrics of one case: the files, the confusion counts, Dice, precision, recall,
+/// volumes (mL) and the surface distances (mm; `None` when exactly one mask is empty).
+pub use strokeseg_shared::evaluation::CaseEvaluation as Evaluation;
 
-/// The mask a `--pred` argument names: a NIfTI file, or a folder holding
-/// `lesion_mask.nii.gz`.
+/// The mask a `--pred` argument names: a NIfTI file, or a folder holding the edge
+/// runtime's `lesion_mask.nii.gz` (or `lesion_mask.nii`).
 pub fn prediction_file(pred: &Path) -> PathBuf {
-    if pred.is_dir() {
-        pred.join(MASK_FILE)
-    } else {
-        pred.to_path_buf()
+    if !pred.is_dir() {
+        return pred.to_path_buf();
     }
+    EDGE_MASK_FILES
+        .iter()
+        .map(|name| pred.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| pred.join(EDGE_MASK_FILES[0]))
 }
 
 /// Scores the mask `pred` (file or output folder) against the `OT` of `truth_case`. The
-/// two must share one grid. Non-zero voxels are lesion.
+/// two must share one grid; voxels above 0.5 are lesion. Errors name the file at fault.
 pub fn evaluate(pred: &Path, truth_case: &Path) -> Result<Evaluation, EdgeError> {
     let pred_file = prediction_file(pred);
     let files = CaseFiles::discover(truth_case)?;
-    let truth_file = files.require(Modality::Ot)?.to_path_buf();
-    let mut p = NiftiVolumeReader::open(&pred_file)?;
-    let mut t = NiftiVolumeReader::open(&truth_file)?;
-    t.info()
-        .check_same_grid(p.info(), GridTolerance::default())?;
-    let n = p.info().slice_voxels();
-    let (mut pf, mut tf) = (vec![0f32; n], vec![0f32; n]);
-    let (mut pm, mut tm) = (vec![0u8; n], vec![0u8; n]);
-    let mut counts = ConfusionCounts::default();
-    for z in 0..p.n_slices() {
-        p.read_slice_f32(z, &mut pf)?;
-        t.read_slice_f32(z, &mut tf)?;
-        for (m, &v) in pm.iter_mut().zip(&pf) {
-            *m = u8::from(v > 0.5);
-        }
-        for (m, &v) in tm.iter_mut().zip(&tf) {
-            *m = u8::from(v > 0.5);
-        }
-        counts
-            .add_slice(&pm, &tm)
-            .map_err(|e| IoError::BufferSize {
-                path: pred_file.clone(),
-                expected: n,
-                got: match e {
-                    strokeseg_shared::metrics::MetricsError::LengthMismatch { got, .. } => got,
-                    _ => 0,
-                },
-            })?;
-    }
-    let metrics = counts
-        .metrics(p.info().voxel_volume_mm3())
-        .map_err(|e| EdgeError::Study {
-            path: pred_file.clone(),
-            reason: e.to_string(),
-        })?;
-    Ok(Evaluation {
-        prediction: pred_file,
-        truth: truth_file,
-        counts,
-        metrics,
-    })
+    let truth_file = files.require(Modality::Ot)?;
+    Ok(evaluate_case(&pred_file, truth_file)?)
 }

@@ -4,6 +4,7 @@
 //! 4 bad configuration, 5 bad or missing model, 6 outputs cannot be written, 7 status pins
 //! unavailable, 130 interrupted by a signal.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,9 +20,9 @@ use strokeseg_edge::inspect::{StudySummary, inspect_study};
 use strokeseg_edge::model::{ModelInfo, SegModel, embedded_model_info, model_info};
 use strokeseg_edge::report::{Method, Report};
 use strokeseg_edge::segment::{
-    DEFAULT_ALERT_THRESHOLD_ML, SegmentOptions, segment_to_dir_with_status,
+    DEFAULT_ALERT_THRESHOLD_ML, SegmentOptions, segment_to_dir, with_status,
 };
-use strokeseg_edge::status::open_cdev_pins;
+use strokeseg_edge::status::{PIN_LOG_TARGET, open_pins};
 use strokeseg_edge::watch::{Shutdown, WatchSettings, Watcher};
 use strokeseg_edge::{EdgeError, ModelError};
 use strokeseg_shared::PreprocessConfig;
@@ -131,8 +132,8 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
-    /// ISLES metrics (Dice, precision, recall, volumes) of a predicted mask against a case's
-    /// ground truth (OT).
+    /// ISLES metrics (Dice, precision, recall, volumes, Hausdorff, HD95, ASSD) of a predicted
+    /// mask against a case's ground truth (OT).
     Evaluate {
         /// An output folder (holding lesion_mask.nii.gz) or a mask file.
         #[arg(long)]
@@ -164,7 +165,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!(
+                "error: {}",
+                strokeseg_shared::error::chain_message(err.chain())
+            );
             let code = err
                 .downcast_ref::<EdgeError>()
                 .map_or(1, EdgeError::exit_code);
@@ -175,10 +179,14 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // Status pin levels (the `log` pin backend) are shown by default: they are the output of
+    // a simulated board.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},{PIN_LOG_TARGET}=info")));
+    // Colours only on a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -231,33 +239,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 DEFAULT_ALERT_THRESHOLD_ML
             });
-            let mut status = open_cdev_pins(&cfg.pins)?;
+            let mut status = open_pins(&cfg.pins)?;
             let cancel = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(sig, cancel.clone())
                     .context("installing signal handlers")?;
             }
-            let mut options = SegmentOptions {
-                alert_threshold_ml,
-                ..SegmentOptions::default()
-            };
-            let mut model = match method {
-                Method::Model => {
-                    let (m, ms) = load_model(model.as_deref())?;
-                    options.load_model_ms = ms;
-                    Some(m)
-                }
-                Method::Threshold => None,
-            };
-            let report = segment_to_dir_with_status(
-                &case,
-                method,
-                model.as_mut(),
-                &options,
-                &out,
-                &cancel,
-                status.as_mut(),
-            )?;
+            // Loading the model is part of the run: a model that cannot be loaded raises the
+            // fault pin like a bad study.
+            let report = with_status(status.as_mut(), || {
+                let mut options = SegmentOptions {
+                    alert_threshold_ml,
+                    ..SegmentOptions::default()
+                };
+                let mut model = match method {
+                    Method::Model => {
+                        let (m, ms) = load_model(model.as_deref())?;
+                        options.load_model_ms = ms;
+                        Some(m)
+                    }
+                    Method::Threshold => None,
+                };
+                segment_to_dir(&case, method, model.as_mut(), &options, &out, &cancel)
+            })?;
             if as_json {
                 json(&report)?;
             } else {
@@ -305,22 +309,29 @@ fn run(command: Command) -> anyhow::Result<()> {
                 alert_threshold_ml: cfg.segment.alert_threshold_ml,
                 ..SegmentOptions::default()
             };
+            let mut status = open_pins(&cfg.pins)?;
             let model = match cfg.segment.method {
-                Method::Model => {
-                    let (m, ms) = load_model(cfg.segment.model.as_deref())?;
-                    tracing::info!(
-                        model = %m.metadata().name,
-                        version = %m.metadata().version,
-                        sha256 = %m.sha256(),
-                        load_ms = ms,
-                        "model loaded"
-                    );
-                    options.load_model_ms = 0.0;
-                    Some(m)
-                }
+                Method::Model => match load_model(cfg.segment.model.as_deref()) {
+                    Ok((m, ms)) => {
+                        tracing::info!(
+                            model = %m.metadata().name,
+                            version = %m.metadata().version,
+                            sha256 = %m.sha256(),
+                            load_ms = ms,
+                            "model loaded"
+                        );
+                        options.load_model_ms = 0.0;
+                        Some(m)
+                    }
+                    Err(e) => {
+                        // The daemon cannot work without its model: say so on the pins.
+                        status.reset();
+                        status.fail();
+                        return Err(e.into());
+                    }
+                },
                 Method::Threshold => None,
             };
-            let status = open_cdev_pins(&cfg.pins)?;
             let settings = WatchSettings {
                 dirs,
                 ready_marker: cfg.watch.ready_marker.clone(),
@@ -449,6 +460,15 @@ fn print_evaluation(e: &Evaluation) {
     println!(
         "volumes        predicted {:.2} mL, truth {:.2} mL, |difference| {:.2} mL",
         m.predicted_volume_ml, m.true_volume_ml, m.abs_volume_difference_ml
+    );
+    // `None`: exactly one of the masks is empty, so the distance is infinite.
+    let mm = |d: Option<f64>| d.map_or_else(|| "∞".to_owned(), |d| format!("{d:.2} mm"));
+    let s = &e.surface;
+    println!(
+        "surface        hausdorff {}, hd95 {}, assd {}",
+        mm(s.hausdorff_mm),
+        mm(s.hausdorff95_mm),
+        mm(s.assd_mm)
     );
 }
 

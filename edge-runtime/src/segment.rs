@@ -619,8 +619,20 @@ pub fn segment_to_dir_with_status(
     cancel: &AtomicBool,
     status: &mut dyn crate::status::StatusSink,
 ) -> Result<Report, EdgeError> {
+    with_status(status, || {
+        segment_to_dir(case_dir, method, model, options, out_dir, cancel)
+    })
+}
+
+/// Drives `status` around one run of `work`: start, then succeed with the report's alert
+/// decision, or fail. `work` is everything the run does that can fail, loading the model
+/// included, so that every failure raises the fault pin.
+pub fn with_status(
+    status: &mut dyn crate::status::StatusSink,
+    work: impl FnOnce() -> Result<Report, EdgeError>,
+) -> Result<Report, EdgeError> {
     status.start();
-    match segment_to_dir(case_dir, method, model, options, out_dir, cancel) {
+    match work() {
         Ok(report) => {
             status.succeed(report.alert.triggered);
             Ok(report)

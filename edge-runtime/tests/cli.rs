@@ -1,5 +1,6 @@
-//! The `strokeseg-edge` binary end to end on phantom studies: the demo, `inspect`, and
-//! bad inputs to `inspect` (clear message naming the file, documented exit code, no panic).
+//! The `strokeseg-edge` binary end to end on phantom studies: the demo, `inspect`,
+//! `evaluate` (surface distances included), and bad inputs to `inspect` and `evaluate`
+//! (clear message naming the file, documented exit code, no panic).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -134,4 +135,86 @@ fn an_all_zero_perfusion_study_is_refused_clearly() {
     let o = edge(&["inspect", case.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("no brain voxels"), "{}", text(&o));
+}
+
+#[test]
+fn evaluate_scores_with_surface_distances_and_names_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = phantom_case(dir.path());
+    let c = case.to_str().unwrap();
+    let truth = file_of(&case, "OT");
+    let t = truth.to_str().unwrap();
+
+    // The truth against itself: perfect, every distance 0.
+    let o = edge(&["evaluate", "--pred", t, "--truth", c, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["metrics"]["dice"], 1.0);
+    assert_eq!(v["case_name"], "case_1");
+    assert_eq!(v["prediction"], t);
+    assert_eq!(v["truth"], t);
+    for d in ["hausdorff_mm", "hausdorff95_mm", "assd_mm"] {
+        assert_eq!(v["surface"][d], 0.0, "{d}: {v}");
+    }
+    assert!(v["surface"]["truth_surface_voxels"].as_u64().unwrap() > 0);
+    let o = edge(&["evaluate", "--pred", t, "--truth", c]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("dice           1.000"), "{}", text(&o));
+    assert!(
+        text(&o).contains("hausdorff 0.00 mm, hd95 0.00 mm, assd 0.00 mm"),
+        "{}",
+        text(&o)
+    );
+
+    // An empty prediction: Dice 0, distances infinite (JSON null, ∞ in text).
+    let empty = dir.path().join("empty.nii");
+    let mut bytes = std::fs::read(&truth).unwrap();
+    for b in &mut bytes[352..] {
+        *b = 0;
+    }
+    std::fs::write(&empty, &bytes).unwrap();
+    let e = empty.to_str().unwrap();
+    let o = edge(&["evaluate", "--pred", e, "--truth", c, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["metrics"]["dice"], 0.0);
+    assert!(v["surface"]["hausdorff_mm"].is_null(), "{v}");
+    let o = edge(&["evaluate", "--pred", e, "--truth", c]);
+    assert!(
+        text(&o).contains("hausdorff ∞, hd95 ∞, assd ∞"),
+        "{}",
+        text(&o)
+    );
+
+    // An output folder without a mask: exit 3, the file named.
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = edge(&["evaluate", "--pred", out.to_str().unwrap(), "--truth", c]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let expected = out.join("lesion_mask.nii.gz");
+    assert!(
+        text(&o).contains(expected.to_str().unwrap()),
+        "{}",
+        text(&o)
+    );
+
+    // Another grid: exit 3, both files named.
+    let other = dir.path().join("other.nii");
+    let mut bytes = std::fs::read(&truth).unwrap();
+    let px = f32::from_le_bytes(bytes[80..84].try_into().unwrap());
+    bytes[80..84].copy_from_slice(&(px * 1.5).to_le_bytes());
+    std::fs::write(&other, &bytes).unwrap();
+    let o = edge(&["evaluate", "--pred", other.to_str().unwrap(), "--truth", c]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("grid mismatch"), "{}", text(&o));
+    assert!(text(&o).contains(t), "{}", text(&o));
+    assert!(text(&o).contains(other.to_str().unwrap()), "{}", text(&o));
+
+    // A case folder without ground truth: exit 3, the folder named.
+    let ot_dir = truth.parent().unwrap();
+    std::fs::remove_dir_all(ot_dir).unwrap();
+    let o = edge(&["evaluate", "--pred", e, "--truth", c]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("OT"), "{}", text(&o));
+    assert!(text(&o).contains(c), "{}", text(&o));
 }

@@ -12,7 +12,10 @@
 //! - the bad-input set: the same exit code and the same `error:` lines as on the host, no
 //!   outputs;
 //! - the watch daemon: a good and a bad study dropped into the inbox are processed end to end
-//!   (`watch --once`), the outputs identical to the host's `segment`.
+//!   (`watch --once`), the outputs identical to the host's `segment`;
+//! - the status pins (qemu-user has no GPIO chip, so the `log` pin backend): the logged pin
+//!   levels of `segment` runs (success, alert, a bad study, a model that cannot be loaded)
+//!   and of the daemon are the documented sequences, identical to the host's.
 //!
 //! Run by `cargo xtask hil`, which builds the binary and sets:
 //! - `STROKESEG_HIL_EDGE_AARCH64`: the aarch64 `strokeseg-edge` (`cargo xtask cross`);
@@ -104,6 +107,8 @@ impl Board {
             // counts against the limit next to QEMU's 128 MiB translation cache: with two
             // threads the guest binary then fails to map, at random. One arena is plenty.
             .env("MALLOC_ARENA_MAX", "1")
+            // The binary's default log filter, so logged pin levels are comparable.
+            .env_remove("RUST_LOG")
             .output()
             .expect("run /usr/bin/time prlimit qemu-aarch64 strokeseg-edge");
         let seconds = started.elapsed().as_secs_f64();
@@ -488,6 +493,90 @@ fn board_refuses_bad_inputs_like_the_host() {
     );
 }
 
+#[test]
+fn board_drives_status_pins_like_the_host() {
+    let Some(board) = Board::from_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (case, _) = phantom_case(dir.path(), "case_1", &phantom_opts(31, 3), 0, false);
+    let (bad, _) = phantom_case(dir.path(), "bad", &phantom_opts(60, 2), 0, false);
+    let cbf = file_of(&bad, "CT_CBF");
+    let cbf_bytes = std::fs::read(&cbf).unwrap();
+    std::fs::write(&cbf, &cbf_bytes[..cbf_bytes.len() / 2]).unwrap();
+    let model = fp32_model(dir.path());
+    let good_model = std::fs::read(&model).unwrap();
+    let corrupt = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, &good_model[..good_model.len() / 3]).unwrap();
+    let config = log_pins_config(dir.path());
+
+    let check = |what: &str, study: &Path, extra: &[&str], code: i32, expected: &[&str]| {
+        let host_out = dir.path().join(format!("pins-host-{what}"));
+        let board_out = dir.path().join(format!("pins-board-{what}"));
+        let args = |out: &Path| -> Vec<String> {
+            [
+                "segment",
+                study.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect()
+        };
+        let host_args = args(&host_out);
+        let host = edge_json_log(&host_args.iter().map(String::as_str).collect::<Vec<_>>());
+        let board_args = args(&board_out);
+        let mut board_refs = vec!["--log-format", "json"];
+        board_refs.extend(board_args.iter().map(String::as_str));
+        let run = board.run(&board_refs);
+        assert_eq!(
+            host.status.code(),
+            Some(code),
+            "host {what}: {}",
+            text(&host)
+        );
+        assert_eq!(
+            run.output.status.code(),
+            Some(code),
+            "board {what}: {}",
+            text(&run.output)
+        );
+        let (host_pins, board_pins) =
+            (pin_sequence(&host.stderr), pin_sequence(&run.output.stderr));
+        assert_eq!(host_pins, expected, "host {what}: {}", text(&host));
+        assert_eq!(board_pins, host_pins, "board {what}: {}", text(&run.output));
+        board.figure("pin_sequence_checked", format!("segment {what}"));
+        eprintln!("{what}: pins {}", board_pins.join(" → "));
+    };
+    let m = model.to_str().unwrap();
+    check(
+        "success",
+        &case,
+        &["--model", m, "--alert-threshold-ml", "1e9"],
+        0,
+        PINS_SUCCESS,
+    );
+    check(
+        "alert",
+        &case,
+        &["--method", "threshold", "--alert-threshold-ml", "0"],
+        0,
+        PINS_SUCCESS_ALERT,
+    );
+    check("bad study", &bad, &["--model", m], 3, PINS_FAILURE);
+    check(
+        "corrupt model",
+        &case,
+        &["--model", corrupt.to_str().unwrap()],
+        5,
+        PINS_FAILURE,
+    );
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -536,7 +625,7 @@ fn board_watch_daemon_processes_studies_end_to_end() {
     std::fs::write(
         &config,
         format!(
-            "[watch]\nroot = {root:?}\npoll_interval_ms = 30\n\n[segment]\nmethod = \"model\"\nmodel = {model:?}\n"
+            "[watch]\nroot = {root:?}\npoll_interval_ms = 30\n\n[segment]\nmethod = \"model\"\nmodel = {model:?}\nalert_threshold_ml = 1e9\n\n[pins]\nbackend = \"log\"\n"
         ),
     )
     .unwrap();
@@ -576,6 +665,13 @@ fn board_watch_daemon_processes_studies_end_to_end() {
     let mut sorted_claims = claimed.clone();
     sorted_claims.sort_unstable();
     assert_eq!(sorted_claims, vec!["study_bad", "study_good"], "{log}");
+    // The pins: study_bad fails, then study_good succeeds (claimed in name order).
+    assert_eq!(
+        pin_sequence(&run.output.stderr),
+        PINS_DAEMON_BAD_THEN_GOOD,
+        "{log}"
+    );
+    board.figure("pin_sequence_checked", "watch");
 
     // Same mask and volume as the host's `segment` of the same study.
     let host_out = dir.path().join("host-good");

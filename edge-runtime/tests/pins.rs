@@ -1,5 +1,7 @@
-//! Status pin sequences with `embedded-hal-mock` pins, driven by the segmenter and by the
-//! daemon: success, alert, failure (the sequences documented in `status.rs`).
+//! Status pin sequences (documented in `status.rs`): with `embedded-hal-mock` pins driven
+//! by the segmenter and by the daemon (success, alert, failure), and through the binary with
+//! the `log` pin backend, whose logged levels `tests/hil_qemu.rs` also checks on the
+//! emulated board (success, alert, bad study, a model that cannot be loaded).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -131,4 +133,152 @@ fn daemon_drives_reset_success_alert_and_fault() {
         entries(&dir.path().join("outbox")),
         vec!["a_good", "b_alert"]
     );
+}
+
+/// `segment CASE --config <log pins> --out OUT ARGS` with JSON logs: exit code and pin
+/// levels.
+fn segment_logged(dir: &Path, case: &Path, args: &[&str]) -> (Option<i32>, Vec<String>) {
+    let config = log_pins_config(dir);
+    let out = dir.join("out-logged");
+    let mut all = vec![
+        "segment",
+        case.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let o = edge_json_log(&all);
+    (o.status.code(), pin_sequence(&o.stderr))
+}
+
+#[test]
+fn log_backend_logs_the_segment_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (case, _) = phantom_case(dir.path(), "case_1", &phantom_opts(41, 3), 0, false);
+    let model = fp32_model(dir.path());
+    let m = model.to_str().unwrap();
+    let threshold = ["--method", "threshold"];
+
+    let never = ["--method", "threshold", "--alert-threshold-ml", "1e9"];
+    assert_eq!(
+        segment_logged(dir.path(), &case, &never),
+        (Some(0), owned(PINS_SUCCESS))
+    );
+    let always = ["--method", "threshold", "--alert-threshold-ml", "0"];
+    assert_eq!(
+        segment_logged(dir.path(), &case, &always),
+        (Some(0), owned(PINS_SUCCESS_ALERT))
+    );
+    assert_eq!(
+        segment_logged(
+            dir.path(),
+            &case,
+            &["--model", m, "--alert-threshold-ml", "1e9"]
+        ),
+        (Some(0), owned(PINS_SUCCESS))
+    );
+
+    // A bad study.
+    assert_eq!(
+        segment_logged(dir.path(), &dir.path().join("missing"), &threshold),
+        (Some(3), owned(PINS_FAILURE))
+    );
+
+    // A model that cannot be loaded raises the fault pin like a bad study.
+    let good = std::fs::read(&model).unwrap();
+    let corrupt = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, &good[..good.len() / 3]).unwrap();
+    assert_eq!(
+        segment_logged(dir.path(), &case, &["--model", corrupt.to_str().unwrap()]),
+        (Some(5), owned(PINS_FAILURE))
+    );
+    let missing = dir.path().join("nope.onnx");
+    assert_eq!(
+        segment_logged(dir.path(), &case, &["--model", missing.to_str().unwrap()]),
+        (Some(5), owned(PINS_FAILURE))
+    );
+}
+
+#[test]
+fn log_backend_lines_are_shown_by_default_in_human_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = log_pins_config(dir.path());
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_strokeseg-edge"))
+        .args(["segment", "nowhere", "--method", "threshold", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let log = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("strokeseg_edge::pins"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(lines[0].contains("pin=busy level=high"), "{log}");
+    assert!(lines[1].contains("pin=fault level=high"), "{log}");
+    assert!(lines[2].contains("pin=busy level=low"), "{log}");
+}
+
+fn owned(seq: &[&str]) -> Vec<String> {
+    seq.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Writes a watch config over `root` with the log pin backend and `segment_lines`.
+fn watch_config(dir: &Path, root: &Path, segment_lines: &str) -> std::path::PathBuf {
+    let p = dir.join("watch-log.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[watch]\nroot = {root:?}\npoll_interval_ms = 30\n\n[segment]\n{segment_lines}\n\n[pins]\nbackend = \"log\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn log_backend_logs_the_daemon_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("edge");
+    let inbox = root.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+
+    // A bad study, then a good one (claimed in name order).
+    std::fs::create_dir_all(inbox.join("a_bad")).unwrap();
+    std::fs::write(inbox.join("a_bad/READY"), b"").unwrap();
+    let (good, _) = phantom_case(&inbox, "b_good", &phantom_opts(42, 3), 0, false);
+    std::fs::write(good.join("READY"), b"").unwrap();
+    let config = watch_config(
+        dir.path(),
+        &root,
+        "method = \"threshold\"\nalert_threshold_ml = 1e9",
+    );
+    let o = edge_json_log(&["watch", "--config", config.to_str().unwrap(), "--once"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        pin_sequence(&o.stderr),
+        owned(PINS_DAEMON_BAD_THEN_GOOD),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(entries(&root.join("failed")), vec!["a_bad"]);
+    assert_eq!(entries(&root.join("done")), vec!["b_good"]);
+
+    // A daemon whose model cannot be loaded does not start, and says so on the fault pin.
+    let corrupt = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, b"not a model").unwrap();
+    let config = watch_config(
+        dir.path(),
+        &root,
+        &format!("method = \"model\"\nmodel = {corrupt:?}"),
+    );
+    let o = edge_json_log(&["watch", "--config", config.to_str().unwrap(), "--once"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert_eq!(pin_sequence(&o.stderr), vec!["fault=high"], "{}", text(&o));
 }

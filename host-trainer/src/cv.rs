@@ -1,16 +1,22 @@
 //! The cross-validation summary: per-fold held-out results, their mean ± sample standard
 //! deviation across folds, and the mean over all held-out cases pooled, written as
-//! `cv_summary.json` and a Markdown table `cv_summary.md`.
+//! `cv_summary.json` and Markdown tables `cv_summary.md`.
 //!
 //! The figures are those of each fold's *last* checkpoint (selecting the best epoch on the
 //! held-out fold itself would bias them upwards); the best checkpoint's are listed beside them.
+//! The metric set is that of `strokeseg-train evaluate`: Dice, precision, recall, volumes,
+//! absolute volume difference, and the surface distances (Hausdorff distance, HD95, ASSD, mm),
+//! which are averaged over the cases where they are finite, the cases with exactly one empty
+//! mask (infinite distances) being counted. The pooled cases also get the full shared
+//! `evaluation::Summary` (mean ± sd, median, min, max of every metric).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use strokeseg_shared::evaluation::{MetricSummary, Summary};
 
 use crate::error::{TrainError, write_atomically, write_json};
-use crate::eval::{CaseEvaluation, EvalSummary};
+use crate::eval::{CaseEvaluation, EvalSummary, shared_summary};
 use crate::run::Evaluation;
 
 /// `RUN/cv.json`: the settings of a cross-validation command, for `--resume`.
@@ -21,7 +27,7 @@ pub const CV_SUMMARY_JSON: &str = "cv_summary.json";
 pub const CV_SUMMARY_MD: &str = "cv_summary.md";
 
 /// Mean and sample standard deviation (n − 1; 0 for a single value).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MeanSd {
     /// Mean.
     pub mean: f64,
@@ -30,19 +36,45 @@ pub struct MeanSd {
 }
 
 impl MeanSd {
-    /// Of `values` (0 ± 0 when empty).
-    pub fn of(values: &[f64]) -> MeanSd {
-        let n = values.len();
-        if n == 0 {
-            return MeanSd { mean: 0.0, sd: 0.0 };
-        }
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let sd = if n > 1 {
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
-        MeanSd { mean, sd }
+    /// Of `values` (through the shared `MetricSummary::of`); `None` when there are none or one
+    /// is not finite.
+    pub fn of(values: &[f64]) -> Option<MeanSd> {
+        MetricSummary::of(values).map(|s| MeanSd {
+            mean: s.mean,
+            sd: s.sd,
+        })
+    }
+}
+
+/// Surface distances of a set of cases: each the mean over the cases where it is finite
+/// (`None` when there is no such case, or when they were not computed), and the number of
+/// cases where they are infinite (exactly one mask empty; `None` when not computed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SurfaceMeans {
+    /// Mean Hausdorff distance, mm.
+    #[serde(default)]
+    pub hausdorff_mm: Option<f64>,
+    /// Mean 95th-percentile Hausdorff distance, mm.
+    #[serde(default)]
+    pub hausdorff95_mm: Option<f64>,
+    /// Mean average symmetric surface distance, mm.
+    #[serde(default)]
+    pub assd_mm: Option<f64>,
+    /// Cases with exactly one empty mask, left out of the means.
+    #[serde(default)]
+    pub n_hausdorff_infinite: Option<usize>,
+}
+
+impl SurfaceMeans {
+    /// The surface-distance part of a shared summary (all `None` without one).
+    fn of(summary: Option<&Summary>) -> SurfaceMeans {
+        let mean = |m: Option<MetricSummary>| m.map(|m| m.mean);
+        summary.map_or_else(SurfaceMeans::default, |s| SurfaceMeans {
+            hausdorff_mm: mean(s.hausdorff_mm),
+            hausdorff95_mm: mean(s.hausdorff95_mm),
+            assd_mm: mean(s.assd_mm),
+            n_hausdorff_infinite: Some(s.n_hausdorff_infinite),
+        })
     }
 }
 
@@ -65,6 +97,9 @@ pub struct FoldResult {
     pub abs_volume_difference_ml: f64,
     /// Last checkpoint: mean Dice over cases with a lesion.
     pub dice_lesion_cases: Option<f64>,
+    /// Last checkpoint: surface distances over the held-out cases.
+    #[serde(flatten)]
+    pub surface: SurfaceMeans,
     /// Best checkpoint's epoch (1-based).
     pub best_epoch: Option<u32>,
     /// Best checkpoint: mean per-case Dice.
@@ -90,6 +125,15 @@ pub struct CvSummary {
     pub recall: MeanSd,
     /// Across folds: absolute volume difference, mL.
     pub abs_volume_difference_ml: MeanSd,
+    /// Across the folds that have one: mean Hausdorff distance, mm.
+    #[serde(default)]
+    pub hausdorff_mm: Option<MeanSd>,
+    /// Across the folds that have one: mean HD95, mm.
+    #[serde(default)]
+    pub hausdorff95_mm: Option<MeanSd>,
+    /// Across the folds that have one: mean ASSD, mm.
+    #[serde(default)]
+    pub assd_mm: Option<MeanSd>,
     /// Over all held-out cases pooled (every case once).
     pub pooled: PooledResult,
 }
@@ -109,9 +153,18 @@ pub struct PooledResult {
     pub recall: f64,
     /// Mean per-case absolute volume difference, mL.
     pub abs_volume_difference_ml: f64,
+    /// Surface distances over the pooled cases.
+    #[serde(flatten)]
+    pub surface: SurfaceMeans,
+    /// Every metric over the pooled cases (mean ± sd, median, min, max), as
+    /// `strokeseg-train evaluate` reports it; `None` when a fold's surface distances were not
+    /// computed.
+    #[serde(default)]
+    pub summary: Option<Summary>,
 }
 
-/// The summary of `evaluations` (fold index, its `evaluation.json`).
+/// The summary of `evaluations` (fold index, its `evaluation.json`). The across-fold means
+/// are 0 ± 0 when no fold has held-out results.
 pub fn summarize(evaluations: &[(u32, Evaluation)], loss: &str, seed: u64) -> CvSummary {
     let mut folds = Vec::new();
     let mut pooled_cases: Vec<CaseEvaluation> = Vec::new();
@@ -126,13 +179,23 @@ pub fn summarize(evaluations: &[(u32, Evaluation)], loss: &str, seed: u64) -> Cv
             recall: last.mean_recall,
             abs_volume_difference_ml: last.mean_abs_volume_difference_ml,
             dice_lesion_cases: last.mean_dice_lesion_cases,
+            surface: SurfaceMeans::of(shared_summary(&last.cases).as_ref()),
             best_epoch: e.best_epoch,
             best_dice: e.best.as_ref().map(|b| b.mean_dice),
         });
         pooled_cases.extend(last.cases.iter().cloned());
     }
-    let across =
-        |f: &dyn Fn(&FoldResult) -> f64| MeanSd::of(&folds.iter().map(f).collect::<Vec<_>>());
+    let across = |f: &dyn Fn(&FoldResult) -> f64| {
+        MeanSd::of(&folds.iter().map(f).collect::<Vec<_>>()).unwrap_or_default()
+    };
+    let across_finite = |f: &dyn Fn(&SurfaceMeans) -> Option<f64>| {
+        MeanSd::of(
+            &folds
+                .iter()
+                .filter_map(|r| f(&r.surface))
+                .collect::<Vec<_>>(),
+        )
+    };
     let pooled = EvalSummary::from_cases(pooled_cases, 0.0);
     CvSummary {
         n_folds: evaluations.len() as u32,
@@ -142,6 +205,9 @@ pub fn summarize(evaluations: &[(u32, Evaluation)], loss: &str, seed: u64) -> Cv
         precision: across(&|f| f.precision),
         recall: across(&|f| f.recall),
         abs_volume_difference_ml: across(&|f| f.abs_volume_difference_ml),
+        hausdorff_mm: across_finite(&|s| s.hausdorff_mm),
+        hausdorff95_mm: across_finite(&|s| s.hausdorff95_mm),
+        assd_mm: across_finite(&|s| s.assd_mm),
         pooled: PooledResult {
             n_cases: pooled.n_cases,
             dice: pooled.mean_dice,
@@ -149,6 +215,8 @@ pub fn summarize(evaluations: &[(u32, Evaluation)], loss: &str, seed: u64) -> Cv
             precision: pooled.mean_precision,
             recall: pooled.mean_recall,
             abs_volume_difference_ml: pooled.mean_abs_volume_difference_ml,
+            surface: SurfaceMeans::of(pooled.summary.as_ref()),
+            summary: pooled.summary,
         },
         folds,
     }
@@ -202,7 +270,55 @@ pub fn markdown(summary: &CvSummary) -> String {
         p.recall,
         p.abs_volume_difference_ml
     ));
+    md.push_str(
+        "\n## Surface distances\n\n\
+         The same cases; each distance (mm) is the mean over the cases where it is finite. \
+         ∞ counts the cases with exactly one empty mask (prediction or truth), whose \
+         distances are infinite and left out of the means; both masks empty scores 0. \
+         – : not computed.\n\n\
+         | fold | cases | Hausdorff (mm) | HD95 (mm) | ASSD (mm) | ∞ |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    for f in &summary.folds {
+        md.push_str(&surface_row(&f.fold.to_string(), f.n_cases, &f.surface));
+    }
+    let mean_sd = |m: Option<MeanSd>| {
+        m.map_or_else(
+            || "–".to_owned(),
+            |m| format!("{:.2} ± {:.2}", m.mean, m.sd),
+        )
+    };
+    md.push_str(&format!(
+        "| **mean ± sd** | | {} | {} | {} | |\n",
+        mean_sd(summary.hausdorff_mm),
+        mean_sd(summary.hausdorff95_mm),
+        mean_sd(summary.assd_mm),
+    ));
+    md.push_str(&surface_row("pooled", p.n_cases, &p.surface));
+    if let Some(pooled) = &p.summary {
+        md.push_str("\n## All held-out cases pooled\n\n");
+        md.push_str(&pooled.to_markdown());
+    }
     md
+}
+
+/// One row of the surface-distance table: a distance is `∞` when every case's is infinite,
+/// `–` when not computed.
+fn surface_row(label: &str, n_cases: usize, s: &SurfaceMeans) -> String {
+    let computed = s.n_hausdorff_infinite.is_some();
+    let cell = |v: Option<f64>| match v {
+        Some(v) => format!("{v:.2}"),
+        None if computed => "∞".to_owned(),
+        None => "–".to_owned(),
+    };
+    format!(
+        "| {label} | {n_cases} | {} | {} | {} | {} |\n",
+        cell(s.hausdorff_mm),
+        cell(s.hausdorff95_mm),
+        cell(s.assd_mm),
+        s.n_hausdorff_infinite
+            .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+    )
 }
 
 /// Writes `cv_summary.json` and `cv_summary.md` into `run_dir`.
@@ -213,14 +329,109 @@ pub fn write_summary(run_dir: &Path, summary: &CvSummary) -> Result<(), TrainErr
 
 #[cfg(test)]
 mod tests {
+    use strokeseg_shared::metrics::ConfusionCounts;
+    use strokeseg_shared::surface::surface_distances;
+
     use super::*;
 
     #[test]
     fn mean_and_sample_sd() {
-        let m = MeanSd::of(&[1.0, 2.0, 3.0, 4.0]);
+        let m = MeanSd::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
         assert!((m.mean - 2.5).abs() < 1e-12);
         assert!((m.sd - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        assert_eq!(MeanSd::of(&[0.7]).sd, 0.0);
-        assert_eq!(MeanSd::of(&[]).mean, 0.0);
+        assert_eq!(MeanSd::of(&[0.7]).unwrap().sd, 0.0);
+        assert_eq!(MeanSd::of(&[]), None);
+    }
+
+    /// A case from masks of 1 × 1 × `n` voxels of 2 mm: `pred` and `truth` as 0/1 per voxel.
+    fn case(name: &str, pred: &[u8], truth: &[u8]) -> CaseEvaluation {
+        let counts = ConfusionCounts::from_masks(pred, truth).unwrap();
+        let dims = [1, 1, pred.len()];
+        CaseEvaluation {
+            case: name.to_owned(),
+            patient: name.to_owned(),
+            n_slices: pred.len(),
+            counts,
+            metrics: counts.metrics(8.0).unwrap(),
+            surface: Some(surface_distances(pred, truth, dims, [2.0; 3]).unwrap()),
+        }
+    }
+
+    fn fold(cases: Vec<CaseEvaluation>) -> Evaluation {
+        Evaluation {
+            epochs: 1,
+            best_epoch: Some(1),
+            last: Some(EvalSummary::from_cases(cases.clone(), 0.0)),
+            best: Some(EvalSummary::from_cases(cases, 0.0)),
+        }
+    }
+
+    #[test]
+    fn surface_distances_per_fold_and_pooled() {
+        // Fold 0: a prediction one voxel (2 mm) off the truth, and an empty prediction
+        // (infinite). Fold 1: a perfect prediction (0 mm).
+        let shifted = case("case_1", &[0, 1, 1, 0], &[1, 1, 0, 0]);
+        let empty = case("case_2", &[0, 0, 0, 0], &[0, 1, 1, 0]);
+        let perfect = case("case_3", &[0, 1, 1, 0], &[0, 1, 1, 0]);
+        let hd_shifted = shifted.surface.unwrap().hausdorff_mm.unwrap();
+        assert_eq!(hd_shifted, 2.0);
+        let summary = summarize(
+            &[(0, fold(vec![shifted, empty])), (1, fold(vec![perfect]))],
+            "hybrid",
+            1,
+        );
+        let f0 = &summary.folds[0].surface;
+        assert_eq!(f0.hausdorff_mm, Some(2.0));
+        assert_eq!(f0.n_hausdorff_infinite, Some(1));
+        let f1 = &summary.folds[1].surface;
+        assert_eq!((f1.hausdorff_mm, f1.assd_mm), (Some(0.0), Some(0.0)));
+        assert_eq!(f1.n_hausdorff_infinite, Some(0));
+        // Across folds: mean of 2 and 0, sd √2.
+        let across = summary.hausdorff_mm.unwrap();
+        assert_eq!(across.mean, 1.0);
+        assert!((across.sd - 2f64.sqrt()).abs() < 1e-12);
+        // Pooled: 3 cases, the finite two averaged, the empty one counted.
+        let pooled = &summary.pooled;
+        assert_eq!(pooled.surface.hausdorff_mm, Some(1.0));
+        assert_eq!(pooled.surface.n_hausdorff_infinite, Some(1));
+        let shared = pooled.summary.unwrap();
+        assert_eq!((shared.n_cases, shared.n_hausdorff_infinite), (3, 1));
+        assert_eq!(shared.hausdorff_mm.unwrap().n, 2);
+        let md = markdown(&summary);
+        assert!(md.contains("| 0 | 2 | 2.00 |"), "{md}");
+        assert!(md.contains("| **mean ± sd** | | 1.00 ± 1.41 |"), "{md}");
+        assert!(md.contains("## All held-out cases pooled"), "{md}");
+        // The JSON flattens the fold's distances beside its Dice, and reads back.
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["folds"][0]["hausdorff_mm"], 2.0);
+        assert_eq!(json["folds"][0]["n_hausdorff_infinite"], 1);
+        assert_eq!(json["pooled"]["summary"]["n_hausdorff_infinite"], 1);
+        let back: CvSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, summary);
+    }
+
+    #[test]
+    fn an_evaluation_json_without_surface_distances_still_summarises() {
+        // evaluation.json as written before the surface distances (a cv --resume of an older
+        // run reads its finished folds' files).
+        let old = r#"{"epochs": 2, "best_epoch": 2,
+            "last": {"n_cases": 1, "n_lesion_cases": 1, "mean_dice": 0.5,
+                "mean_dice_lesion_cases": 0.5, "mean_precision": 0.5, "mean_recall": 0.5,
+                "mean_abs_volume_difference_ml": 0.0, "loss": 0.3,
+                "cases": [{"case": "case_1", "patient": "p1", "n_slices": 2,
+                    "counts": {"tp": 1, "fp": 1, "fn": 1, "tn": 1},
+                    "metrics": {"dice": 0.5, "precision": 0.5, "recall": 0.5,
+                        "predicted_volume_ml": 0.016, "true_volume_ml": 0.016,
+                        "abs_volume_difference_ml": 0.0, "both_empty": false}}]},
+            "best": null}"#;
+        let evaluation: Evaluation = serde_json::from_str(old).unwrap();
+        let last = evaluation.last.as_ref().unwrap();
+        assert_eq!((last.cases[0].surface, last.summary), (None, None));
+        let summary = summarize(&[(0, evaluation)], "hybrid", 1);
+        assert_eq!(summary.folds[0].dice, 0.5);
+        assert_eq!(summary.folds[0].surface, SurfaceMeans::default());
+        assert_eq!((summary.hausdorff_mm, summary.pooled.summary), (None, None));
+        let md = markdown(&summary);
+        assert!(md.contains("| 0 | 1 | – | – | – | – |"), "{md}");
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use strokeseg_shared::CoreError;
 use strokeseg_shared::io::IoError;
 use strokeseg_shared::metrics::MetricsError;
+use strokeseg_shared::surface::SurfaceError;
 
 use crate::eval::SliceMaskError;
 
@@ -39,6 +40,14 @@ pub enum TrainError {
         case: String,
         /// What the shared metrics refused.
         source: MetricsError,
+    },
+    /// Surface distances could not be computed for a case.
+    #[error("{case}: surface distances failed: {source}")]
+    Surface {
+        /// The case name.
+        case: String,
+        /// What the shared surface-distance code refused.
+        source: SurfaceError,
     },
     /// A libtorch operation failed.
     #[error("libtorch: {0}")]

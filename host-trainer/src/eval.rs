@@ -1,18 +1,28 @@
 //! Case-level evaluation, ISLES style: predict every slice of a case, turn the logits into a
 //! lesion mask with the shared postprocessing (softmax → threshold → small-component removal
 //! on the model grid), map the mask back onto the original grid with
-//! `GridMap::model_to_image_nearest`, and score it with `metrics::ConfusionCounts` over all
-//! slices of the case (volume Dice, not per-slice Dice). The edge runtime runs the same shared
-//! steps, so validation scores what deployment will produce.
+//! `GridMap::model_to_image_nearest`, and score the case's whole volume against its ground
+//! truth: `metrics::ConfusionCounts` (volume Dice, precision, recall, volumes, not per-slice
+//! figures) and `surface::surface_distances` (Hausdorff distance, HD95, ASSD in mm on the
+//! original voxel spacing). The summary over cases is the shared `evaluation::Summary`, the
+//! same figures `strokeseg-train evaluate` reports for a folder of mask files. The edge
+//! runtime runs the same shared steps, so validation scores what deployment will produce.
+//!
+//! Empty masks (ISLES conventions, see `shared::evaluation`): Dice, precision and recall are
+//! 1 when both masks are empty and 0 when exactly one is; surface distances are 0 when both
+//! are empty and infinite (`None`) when exactly one is, and summaries average them over the
+//! finite cases and count the others.
 
 use serde::{Deserialize, Serialize};
 use strokeseg_shared::CoreError;
+use strokeseg_shared::evaluation::Summary;
 use strokeseg_shared::metrics::{ConfusionCounts, SegmentationMetrics};
 use strokeseg_shared::postprocess::{
     ComponentScratch, ComponentStats, PostprocessConfig, PostprocessError,
     lesion_probability_from_logits, remove_small_components, threshold_mask,
 };
 use strokeseg_shared::preprocess::GridMap;
+use strokeseg_shared::surface::{SurfaceDistances, surface_distances};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
@@ -102,6 +112,11 @@ pub struct CaseEvaluation {
     pub counts: ConfusionCounts,
     /// Dice, precision, recall, volumes (ISLES conventions, see `shared::metrics`).
     pub metrics: SegmentationMetrics,
+    /// Hausdorff distance, HD95 and ASSD on the original grid, mm (a distance is `None` when
+    /// it is infinite: exactly one mask empty). `None` as a whole: not computed, in an
+    /// `evaluation.json` written before the trainer computed them.
+    #[serde(default)]
+    pub surface: Option<SurfaceDistances>,
 }
 
 /// Means over the evaluated cases.
@@ -124,8 +139,27 @@ pub struct EvalSummary {
     pub mean_abs_volume_difference_ml: f64,
     /// Slice-weighted mean of the training loss over the evaluated slices.
     pub loss: f64,
+    /// Every metric over the cases (mean ± sd, median, min, max; surface distances over the
+    /// cases where they are finite, the others counted), as `strokeseg-train evaluate`
+    /// reports it; see [`shared_summary`]. `None` without cases, or when a case lacks its
+    /// surface distances (an older `evaluation.json`).
+    #[serde(default)]
+    pub summary: Option<Summary>,
     /// The per-case results.
     pub cases: Vec<CaseEvaluation>,
+}
+
+/// The shared [`Summary`] of `cases`: `None` if there are none or one of them lacks its
+/// surface distances (so that every row of the summary is over the same cases).
+pub fn shared_summary(cases: &[CaseEvaluation]) -> Option<Summary> {
+    let with_surface: Vec<(&SegmentationMetrics, &SurfaceDistances)> = cases
+        .iter()
+        .filter_map(|c| c.surface.as_ref().map(|s| (&c.metrics, s)))
+        .collect();
+    if with_surface.len() != cases.len() {
+        return None;
+    }
+    Summary::from_metrics(with_surface)
 }
 
 impl EvalSummary {
@@ -154,6 +188,7 @@ impl EvalSummary {
             mean_recall: mean(&|c| c.metrics.recall),
             mean_abs_volume_difference_ml: mean(&|c| c.metrics.abs_volume_difference_ml),
             loss,
+            summary: shared_summary(&cases),
             cases,
         }
     }
@@ -196,7 +231,12 @@ pub fn predict(
 }
 
 /// Scores the predicted `logits` `[S, K, H, W]` (f32, CPU) of `case` against its ground truth
-/// on the original grid.
+/// on the original grid: confusion counts and metrics over the whole volume, and the surface
+/// distances with the case's voxel spacing.
+///
+/// Memory: the case's predicted mask on the original grid (`n_slices · ny · nx` bytes, the
+/// size of its ground truth), the per-slice postprocessing buffers, and the surface-distance
+/// working memory (10 bytes per voxel of the masks' bounding box, 8 per surface voxel).
 pub fn score_case(
     case: &CaseData,
     logits: &Tensor,
@@ -208,45 +248,49 @@ pub fn score_case(
     let (w, h) = case.map.model_size();
     let per_slice = n_classes * w * h;
     let image_len = case.geometry.len();
-    let mut post_slice = SlicePostprocessor::new(case.map, *post, target_spacing_mm);
-    let mut mask_image = vec![0u8; image_len];
-    let mut counts = ConfusionCounts::default();
-    let postprocess = |source| TrainError::Postprocess {
-        case: case.name.clone(),
-        source,
+    let shape_error = |what: &str| TrainError::Config {
+        reason: format!(
+            "{}: {what} ({} logits and {} truth voxels for {} slices of {per_slice} logits and {image_len} voxels)",
+            case.name,
+            flat.len(),
+            case.truth.len(),
+            case.n_slices
+        ),
     };
-    for slice_idx in 0..case.n_slices {
-        let logits_slice = flat
-            .get(slice_idx * per_slice..(slice_idx + 1) * per_slice)
-            .ok_or_else(|| TrainError::Config {
-                reason: format!(
-                    "{}: {} logits for {} slices of {per_slice}",
-                    case.name,
-                    flat.len(),
-                    case.n_slices
-                ),
-            })?;
+    if per_slice == 0 || flat.len() != case.n_slices * per_slice {
+        return Err(shape_error("logits do not match the slices"));
+    }
+    if case.truth.len() != case.n_slices * image_len {
+        return Err(shape_error("ground truth does not match the slices"));
+    }
+    let mut post_slice = SlicePostprocessor::new(case.map, *post, target_spacing_mm);
+    let mut pred = vec![0u8; case.truth.len()];
+    for (logits_slice, mask_slice) in flat
+        .chunks_exact(per_slice.max(1))
+        .zip(pred.chunks_exact_mut(image_len.max(1)))
+    {
         post_slice
-            .image_mask(logits_slice, n_classes, &mut mask_image)
-            .map_err(postprocess)?;
-        let truth = case
-            .truth
-            .get(slice_idx * image_len..(slice_idx + 1) * image_len)
-            .ok_or_else(|| TrainError::Config {
-                reason: format!("{}: ground truth is shorter than its slices", case.name),
-            })?;
-        counts
-            .add_slice(&mask_image, truth)
-            .map_err(|source| TrainError::Metrics {
+            .image_mask(logits_slice, n_classes, mask_slice)
+            .map_err(|source| TrainError::Postprocess {
                 case: case.name.clone(),
                 source,
             })?;
     }
+    let metrics_error = |source| TrainError::Metrics {
+        case: case.name.clone(),
+        source,
+    };
+    let counts = ConfusionCounts::from_masks(&pred, &case.truth).map_err(metrics_error)?;
     let metrics = counts
         .metrics(case.voxel_volume_mm3)
-        .map_err(|source| TrainError::Metrics {
-            case: case.name.clone(),
-            source,
+        .map_err(metrics_error)?;
+    let dims = [case.geometry.nx, case.geometry.ny, case.n_slices];
+    let surface =
+        surface_distances(&pred, &case.truth, dims, case.spacing_mm).map_err(|source| {
+            TrainError::Surface {
+                case: case.name.clone(),
+                source,
+            }
         })?;
     Ok(CaseEvaluation {
         case: case.name.clone(),
@@ -254,6 +298,7 @@ pub fn score_case(
         n_slices: case.n_slices,
         counts,
         metrics,
+        surface: Some(surface),
     })
 }
 

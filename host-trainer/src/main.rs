@@ -11,6 +11,8 @@
 //! strokeseg-train export --run RUN [--checkpoint best|last] --out models/NAME
 //!                        [--int8 [--data DIR] [--calibration-slices N]]
 //! strokeseg-train model-info FILE
+//! strokeseg-train evaluate --pred DIR --truth DATA [--out DIR] [--cases case_1,case_7 | --run RUN]
+//!                          [--missing error|empty]
 //! ```
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error, 130 stopped by Ctrl-C (checkpoint saved;
@@ -26,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use strokeseg_shared::PreprocessConfig;
+use strokeseg_shared::evaluation::{self, EvaluateOptions, MissingPrediction};
 use strokeseg_shared::io::PatientGrouping;
 use strokeseg_shared::phantom::{self, DatasetOptions, DatasetSummary};
 use strokeseg_shared::postprocess::PostprocessConfig;
@@ -76,6 +79,63 @@ enum Command {
         /// The .onnx file.
         file: PathBuf,
     },
+    /// Score a folder of predicted lesion masks against a truth dataset (ISLES 2018 metrics).
+    #[command(long_about = EVALUATE_ABOUT)]
+    Evaluate(EvaluateArgs),
+}
+
+/// `evaluate --help`: the layouts and conventions.
+const EVALUATE_ABOUT: &str = "\
+Score a folder of predicted lesion masks against the ground truth (OT) of a dataset, the \
+ISLES 2018 way: per case Dice, precision, recall, predicted and true volume (mL), absolute \
+volume difference (mL), Hausdorff distance, HD95 and ASSD (mm, on the truth's voxel spacing); \
+over the cases mean ± sd, median, min and max. Prints the summary table and writes \
+evaluation_cases.csv, evaluation_summary.json and evaluation_summary.md into --out, each \
+complete or not at all.
+
+Where the prediction of case_N is looked for in --pred (exactly one must match):
+  PRED/case_N/lesion_mask.nii.gz (or .nii)    as `strokeseg-edge segment CASE --out PRED/case_N` writes
+  PRED/case_N.nii.gz (or .nii)
+  SMIR.<...>.O.OT.<id>.nii[.gz], or an ISLES folder of that name holding it, in PRED or
+  PRED/case_N, where <id> is the id of one of the case's truth-side ISLES files (so a truth
+  dataset scores as its own perfect prediction)
+A mask voxel is lesion when its value is > 0.5; prediction and truth must share one grid.
+
+Empty masks: both empty scores Dice, precision and recall 1 and distances 0; exactly one \
+empty scores 0 and infinite distances (inf in the CSV, null in the JSON), which are left out \
+of the distance means and counted (n_hausdorff_infinite). A case without a prediction is an \
+error, or with --missing empty an empty mask (counted, with a warning).";
+
+#[derive(Debug, Args)]
+struct EvaluateArgs {
+    /// Folder of predicted masks (layouts: see above).
+    #[arg(long)]
+    pred: PathBuf,
+    /// Truth dataset (`case_N` folders with an OT mask, or a folder holding `TRAINING/`).
+    /// With --run, defaults to the run's data_dir.
+    #[arg(long, required_unless_present = "run")]
+    truth: Option<PathBuf>,
+    /// Folder for the reports [default: --pred].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Evaluate only these cases (comma-separated folder names, e.g. case_1,case_7).
+    #[arg(long, value_delimiter = ',', conflicts_with = "run")]
+    cases: Option<Vec<String>>,
+    /// Evaluate only the cases held out by this training run (its run.json's split), e.g. a
+    /// cross-validation's RUN/fold_K.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// A case without a prediction: an error, or scored as an empty mask.
+    #[arg(long, value_enum, default_value_t = MissingArg::Error)]
+    missing: MissingArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MissingArg {
+    /// Fail, naming the case and where its prediction was looked for.
+    Error,
+    /// Score it as an empty mask, count it and warn.
+    Empty,
 }
 
 #[derive(Debug, Args)]
@@ -396,7 +456,7 @@ struct ExportArgs {
     /// Also write model.int8.onnx, calibrated on preprocessed slices of --data.
     #[arg(long)]
     int8: bool,
-    /// Dataset (case_N folders) to calibrate on [default: the run's data_dir].
+    /// Dataset (case_N folders) to calibrate on [default: the run's data_dir, its training cases only].
     #[arg(long, requires = "int8")]
     data: Option<PathBuf>,
     /// Calibration slices, spread evenly over the dataset's cases.
@@ -413,12 +473,16 @@ fn main() -> ExitCode {
         Command::Cv(args) => run_cv(&args),
         Command::Export(args) => run_export(&args).map(|()| true),
         Command::ModelInfo { file } => run_model_info(&file).map(|()| true),
+        Command::Evaluate(args) => run_evaluate(&args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_INTERRUPTED),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                strokeseg_shared::error::chain_message(e.chain())
+            );
             ExitCode::FAILURE
         }
     }
@@ -707,13 +771,24 @@ fn run_train(args: &TrainArgs) -> Result<bool> {
 /// Default seed of runs.
 const DEFAULT_SEED: u64 = 2018;
 
+/// `, HD95 x mm (n infinite)` from a held-out summary, empty without one.
+fn hd95_text(summary: Option<&evaluation::Summary>) -> String {
+    let Some(s) = summary else {
+        return String::new();
+    };
+    let mean = s
+        .hausdorff95_mm
+        .map_or_else(|| "∞".to_owned(), |m| format!("{:.2}", m.mean));
+    format!(", HD95 {mean} mm ({} infinite)", s.n_hausdorff_infinite)
+}
+
 /// Prints where a run ended; `true` when it finished.
 fn report(run_dir: &Path, outcome: &TrainOutcome) -> bool {
     match outcome {
         TrainOutcome::Finished(evaluation) => {
             match (&evaluation.last, &evaluation.best) {
                 (Some(last), Some(best)) => println!(
-                    "{}: {} epochs; held-out mean case Dice {:.4} (last), {:.4} (best, epoch {}); precision {:.4}, recall {:.4}, abs. volume difference {:.2} mL (last)",
+                    "{}: {} epochs; held-out mean case Dice {:.4} (last), {:.4} (best, epoch {}); precision {:.4}, recall {:.4}, abs. volume difference {:.2} mL{} (last)",
                     run_dir.display(),
                     evaluation.epochs,
                     last.mean_dice,
@@ -721,7 +796,8 @@ fn report(run_dir: &Path, outcome: &TrainOutcome) -> bool {
                     evaluation.best_epoch.unwrap_or(0),
                     last.mean_precision,
                     last.mean_recall,
-                    last.mean_abs_volume_difference_ml
+                    last.mean_abs_volume_difference_ml,
+                    hd95_text(last.summary.as_ref())
                 ),
                 _ => println!(
                     "{}: {} epochs on every case (no held-out fold)",
@@ -806,7 +882,7 @@ fn run_cv(args: &CvArgs) -> Result<bool> {
                 train_error::read_json(&RunPaths::new(&fold_dir).last_state()).ok();
             if state.is_some_and(|s| s.finished) {
                 tracing::info!("fold {fold}: already complete");
-                TrainOutcome::Finished(Evaluation::load(&fold_dir)?)
+                TrainOutcome::Finished(Box::new(Evaluation::load(&fold_dir)?))
             } else {
                 tracing::info!("fold {fold}: resuming");
                 let mut run = RunConfig::load(&fold_dir)?;
@@ -840,7 +916,7 @@ fn run_cv(args: &CvArgs) -> Result<bool> {
         match outcome {
             TrainOutcome::Finished(evaluation) => {
                 report(&fold_dir, &TrainOutcome::Finished(evaluation.clone()));
-                evaluations.push((fold, evaluation));
+                evaluations.push((fold, *evaluation));
             }
             interrupted @ TrainOutcome::Interrupted { .. } => {
                 report(&fold_dir, &interrupted);
@@ -854,8 +930,11 @@ fn run_cv(args: &CvArgs) -> Result<bool> {
     }
     let summary = cv::summarize(&evaluations, settings.train.loss.kind.name(), settings.seed);
     cv::write_summary(&args.out, &summary)?;
+    let hd95 = summary.hausdorff95_mm.map_or_else(String::new, |m| {
+        format!(", HD95 {:.2} ± {:.2} mm", m.mean, m.sd)
+    });
     println!(
-        "{} folds: held-out Dice {:.4} ± {:.4}, precision {:.4} ± {:.4}, recall {:.4} ± {:.4}, abs. volume difference {:.2} ± {:.2} mL; summary in {}",
+        "{} folds: held-out Dice {:.4} ± {:.4}, precision {:.4} ± {:.4}, recall {:.4} ± {:.4}, abs. volume difference {:.2} ± {:.2} mL{hd95}; summary in {}",
         summary.n_folds,
         summary.dice.mean,
         summary.dice.sd,
@@ -908,5 +987,71 @@ fn run_export(args: &ExportArgs) -> Result<()> {
 
 fn run_model_info(file: &Path) -> Result<()> {
     print!("{}", export::ModelInfo::read(file)?);
+    Ok(())
+}
+
+fn run_evaluate(args: &EvaluateArgs) -> Result<()> {
+    let (only_cases, run_data_dir) = match &args.run {
+        Some(run_dir) => {
+            let run = RunConfig::load(run_dir).with_context(|| {
+                let hint = if run_dir.join(CV_FILE).is_file() {
+                    " (a cross-validation folder: pass one of its fold_K folders)"
+                } else {
+                    ""
+                };
+                format!(
+                    "--run {}: cannot read the training run{hint}",
+                    run_dir.display()
+                )
+            })?;
+            if run.split.val_cases.is_empty() {
+                bail!(
+                    "--run {}: the run held out no cases (trained on every case), so there is \
+                     nothing to evaluate it on",
+                    run_dir.display()
+                );
+            }
+            (Some(run.split.val_cases), Some(run.data_dir))
+        }
+        None => (args.cases.clone(), None),
+    };
+    let Some(truth) = args.truth.clone().or(run_data_dir) else {
+        bail!("--truth is required (except with --run)");
+    };
+    let options = EvaluateOptions {
+        missing_prediction: match args.missing {
+            MissingArg::Error => MissingPrediction::Error,
+            MissingArg::Empty => MissingPrediction::CountAsEmpty,
+        },
+        only_cases,
+    };
+    let evaluation =
+        evaluation::evaluate_dataset_with(&args.pred, &truth, &options).with_context(|| {
+            format!(
+                "cannot evaluate the predictions in {} against {}",
+                args.pred.display(),
+                truth.display()
+            )
+        })?;
+    for warning in &evaluation.warnings {
+        tracing::warn!("{warning}");
+    }
+    let out_dir = args.out.as_deref().unwrap_or(&args.pred);
+    let written = evaluation
+        .write_reports(out_dir)
+        .with_context(|| format!("cannot write the reports into {}", out_dir.display()))?;
+    println!(
+        "{} cases of {} against {}\n",
+        evaluation.summary.n_cases,
+        evaluation.pred_dir.display(),
+        evaluation.truth_root.display()
+    );
+    print!("{}", evaluation.summary.to_markdown());
+    println!(
+        "\nwrote {}, {} and {}",
+        written.cases_csv.display(),
+        written.summary_json.display(),
+        written.summary_markdown.display()
+    );
     Ok(())
 }

@@ -12,7 +12,8 @@
 //!   metrics.csv, metrics.json       one record per epoch (EpochRecord)
 //!   steps.csv                       one line per optimiser step: step, epoch, loss, lr, grad norm
 //!   curves.png                      training curves (loss, held-out Dice, learning rate)
-//!   evaluation.json                 final per-case held-out results of last and best (Evaluation)
+//!   evaluation.json                 final held-out results of last and best (Evaluation): per
+//!                                   case counts, Dice…, surface distances; the shared summary
 //! ```
 //!
 //! A cross-validation run `RUN/` holds `fold_K/` (each a run folder as above, K = 0…),

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use strokeseg_trainer::checkpoint::{Which, load_model};
+use strokeseg_trainer::export::{Checkpoint, Int8Calibration, RunExportOptions, export_run};
 use strokeseg_trainer::run::{Evaluation, RunConfig, RunPaths};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strokeseg-train");
@@ -146,6 +147,37 @@ fn train_writes_the_run_folder_contract() {
         let (config, _, _) = load_model(&run_dir, which, tch::Device::Cpu).unwrap();
         assert_eq!(config, run);
     }
+    // The exported metadata carries the held-out Dice of the checkpoint exported (int8
+    // calibrated on the run's own data, its training cases only).
+    for (checkpoint, dice) in [
+        (
+            Checkpoint::Best,
+            evaluation.best.as_ref().map(|b| b.mean_dice),
+        ),
+        (
+            Checkpoint::Last,
+            evaluation.last.as_ref().map(|l| l.mean_dice),
+        ),
+    ] {
+        let exported = export_run(&RunExportOptions {
+            run_dir: run_dir.clone(),
+            checkpoint,
+            out_dir: tmp.path().join(format!("model-{checkpoint}")),
+            name: None,
+            version: "0.0.1".into(),
+            int8: Some(Int8Calibration {
+                data_dir: None,
+                n_slices: 4,
+            }),
+        })
+        .unwrap();
+        assert!(dice.is_some());
+        assert_eq!(
+            exported.fp32.metadata.training.val_dice, dice,
+            "{checkpoint}"
+        );
+        assert_eq!(exported.calibration_slices, 4);
+    }
     // A second train into the same folder is refused; --resume of a finished run is a no-op;
     // --resume with a changed flag is refused.
     let again = train(&args);
@@ -222,6 +254,114 @@ fn cv_runs_every_fold_and_writes_the_summary() {
     assert_eq!(summary["pooled"]["n_cases"], 6);
     let md = std::fs::read_to_string(root.join("cv_summary.md")).unwrap();
     assert!(md.contains("| fold |") && md.contains("mean ± sd"), "{md}");
+    assert!(md.contains("## Surface distances"), "{md}");
+    assert!(md.contains("## All held-out cases pooled"), "{md}");
+
+    // Surface distances: per case in each fold's evaluation.json, consistent with its
+    // confusion counts; per fold and pooled in the summary (means over the finite cases, the
+    // infinite ones counted).
+    let mut n_infinite = 0;
+    let mut finite_hd = Vec::new();
+    for fold in 0..2usize {
+        let evaluation = Evaluation::load(&root.join(format!("fold_{fold}"))).unwrap();
+        let last = evaluation.last.unwrap();
+        let mut fold_infinite = 0;
+        for case in &last.cases {
+            let surface = case.surface.unwrap();
+            let pred_empty = case.counts.tp + case.counts.fp == 0;
+            let truth_empty = case.counts.tp + case.counts.fn_ == 0;
+            match (
+                surface.hausdorff_mm,
+                surface.hausdorff95_mm,
+                surface.assd_mm,
+            ) {
+                (Some(hd), Some(hd95), Some(assd)) => {
+                    assert!(!(pred_empty ^ truth_empty), "{}: {surface:?}", case.case);
+                    assert!(hd.is_finite() && hd >= 0.0, "{}: {surface:?}", case.case);
+                    assert!(hd95 <= hd && assd <= hd, "{}: {surface:?}", case.case);
+                    finite_hd.push(hd);
+                }
+                (None, None, None) => {
+                    assert!(pred_empty ^ truth_empty, "{}: {surface:?}", case.case);
+                    fold_infinite += 1;
+                }
+                _ => panic!("{}: partly infinite {surface:?}", case.case),
+            }
+        }
+        let shared = last.summary.unwrap();
+        assert_eq!(shared.n_hausdorff_infinite, fold_infinite);
+        let f = &summary["folds"][fold];
+        assert_eq!(f["n_hausdorff_infinite"], fold_infinite);
+        match (f["hausdorff_mm"].as_f64(), f["hausdorff95_mm"].as_f64()) {
+            (Some(hd), Some(hd95)) => assert!(hd95 <= hd && hd >= 0.0, "{f}"),
+            (None, None) => assert_eq!(fold_infinite, last.n_cases, "{f}"),
+            _ => panic!("fold {fold}: {f}"),
+        }
+        n_infinite += fold_infinite;
+    }
+    let pooled = &summary["pooled"];
+    assert_eq!(pooled["n_hausdorff_infinite"], n_infinite);
+    assert_eq!(pooled["summary"]["n_cases"], 6);
+    assert_eq!(pooled["summary"]["n_hausdorff_infinite"], n_infinite);
+    if finite_hd.is_empty() {
+        assert!(pooled["hausdorff_mm"].is_null(), "{pooled}");
+    } else {
+        let mean = finite_hd.iter().sum::<f64>() / finite_hd.len() as f64;
+        let got = pooled["hausdorff_mm"].as_f64().unwrap();
+        assert!(
+            (got - mean).abs() <= 1e-9 * mean.max(1.0),
+            "{got} vs {mean}"
+        );
+        assert_eq!(pooled["summary"]["hausdorff_mm"]["n"], finite_hd.len());
+    }
+
+    // `evaluate --run` scores exactly the cases a fold held out (the truth defaulting to the
+    // run's data_dir); the dataset is its own perfect prediction.
+    let fold_0 = root.join("fold_0");
+    let held_out = RunConfig::load(&fold_0).unwrap().split.val_cases;
+    let reports = tmp.path().join("eval_fold_0");
+    let evaluated = train(&[
+        "evaluate",
+        "--pred",
+        &data,
+        "--run",
+        &s(&fold_0),
+        "--out",
+        &s(&reports),
+    ]);
+    ok(&evaluated);
+    let csv = std::fs::read_to_string(reports.join("evaluation_cases.csv")).unwrap();
+    let mut names: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    names.sort_unstable();
+    let mut expected: Vec<&str> = held_out.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    let eval_summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reports.join("evaluation_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(eval_summary["dice"]["min"], 1.0);
+    assert_eq!(eval_summary["hausdorff_mm"]["max"], 0.0);
+    // The cross-validation folder itself is not a run: the error says which to pass.
+    let refused = train(&[
+        "evaluate",
+        "--pred",
+        &data,
+        "--run",
+        &out_arg,
+        "--out",
+        &s(&reports),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("pass one of its fold_K folders"),
+        "{}",
+        text(&refused.stderr)
+    );
     // --resume of a finished cross-validation re-reads the folds and rewrites the summary.
     let again = train(&[
         "cv", "--out", &out_arg, "--resume", "--device", "cpu", "--quiet",

@@ -86,6 +86,14 @@ fn a_perfect_prediction_scores_near_one_on_the_original_grid() {
                 case.name,
                 result.metrics.dice
             );
+            // Surface distances on the original grid: finite (both masks hold a lesion) and
+            // ordered.
+            let surface = result.surface.unwrap();
+            let (hd, hd95) = (
+                surface.hausdorff_mm.unwrap(),
+                surface.hausdorff95_mm.unwrap(),
+            );
+            assert!(hd95 <= hd && surface.assd_mm.unwrap() <= hd, "{surface:?}");
             scored += 1;
         }
     }

@@ -64,7 +64,7 @@ fn tract_latency_fp32_vs_int8() -> TestResult {
             ..DatasetOptions::default()
         },
     )?;
-    let calibration = export::calibration_inputs(&data, &preprocess, 16)?;
+    let calibration = export::calibration_inputs(&data, &preprocess, 16, None)?;
     let [c, h, w] = [
         preprocess.n_channels(),
         usize::from(preprocess.input_height),

@@ -176,7 +176,7 @@ fn resume_after_a_stop_takes_bit_identical_steps() {
         true,
     )
     .unwrap();
-    assert_eq!(again, TrainOutcome::Finished(stopped_eval));
+    assert_eq!(again, TrainOutcome::Finished(Box::new(stopped_eval)));
 }
 
 #[test]

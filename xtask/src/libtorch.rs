@@ -273,66 +273,8 @@ fn download_wheels(root: &Path, wheels_dir: &Path) -> Result<()> {
 fn unpack(wheels_dir: &Path, dest: &Path) -> Result<String> {
     let mut version = None;
     for wheel in WHEELS {
-        let path = wheels_dir.join(wheel.file_name);
-        let file =
-            fs::File::open(&path).with_context(|| format!("could not open {}", path.display()))?;
-        let mut archive = zip::ZipArchive::new(BufReader::new(file)).with_context(|| {
-            format!(
-                "{} is not a readable wheel (zip); delete it and rerun",
-                path.display()
-            )
-        })?;
-        let mut found = vec![false; wheel.extract.len()];
-        for index in 0..archive.len() {
-            let mut entry = archive
-                .by_index(index)
-                .with_context(|| format!("could not read entry {index} of {}", path.display()))?;
-            let Some(name) = entry.enclosed_name() else {
-                continue;
-            };
-            let Some(name) = name.to_str().map(str::to_owned) else {
-                continue;
-            };
-            if name == "torch/version.py" {
-                let mut text = String::new();
-                entry.read_to_string(&mut text).with_context(|| {
-                    format!("could not read torch/version.py from {}", path.display())
-                })?;
-                version = Some(parse_version_py(&text)?);
-                continue;
-            }
-            let Some((rule, out_rel)) = map_entry(wheel.extract, &name) else {
-                continue;
-            };
-            if let Some(seen) = found.get_mut(rule) {
-                *seen = true;
-            }
-            if entry.is_dir() {
-                continue;
-            }
-            let out = dest.join(&out_rel);
-            if let Some(parent) = out.parent() {
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("could not create {}", parent.display()))?;
-            }
-            let mut writer = fs::File::create(&out)
-                .with_context(|| format!("could not create {}", out.display()))?;
-            io::copy(&mut entry, &mut writer)
-                .with_context(|| format!("could not unpack {name} from {}", path.display()))?;
-            if out_rel.starts_with("lib/") {
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&out, fs::Permissions::from_mode(0o755))
-                    .with_context(|| format!("could not make {} executable", out.display()))?;
-            }
-        }
-        for ((source, _), seen) in wheel.extract.iter().zip(&found) {
-            if !seen {
-                bail!(
-                    "{source} not found in {}: the wheel layout changed, update xtask/src/libtorch.rs",
-                    path.display()
-                );
-            }
-        }
+        let found = unpack_wheel(&wheels_dir.join(wheel.file_name), wheel.extract, dest)?;
+        version = version.or(found);
     }
     let version = version.context("torch/version.py not found in the torch wheel")?;
     let release = version
@@ -344,6 +286,145 @@ fn unpack(wheels_dir: &Path, dest: &Path) -> Result<String> {
         );
     }
     Ok(version)
+}
+
+/// Unpacks the entries of the wheel at `path` that `rules` name (`(path in wheel, path under
+/// dest)`) into `dest`; every rule must match. Returns `torch/version.py`'s version if the
+/// wheel holds one.
+fn unpack_wheel(path: &Path, rules: &[(&str, &str)], dest: &Path) -> Result<Option<String>> {
+    let mut version = None;
+    let file =
+        fs::File::open(path).with_context(|| format!("could not open {}", path.display()))?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file)).with_context(|| {
+        format!(
+            "{} is not a readable wheel (zip); delete it and rerun",
+            path.display()
+        )
+    })?;
+    let mut found = vec![false; rules.len()];
+    for index in 0..archive.len() {
+        let mut entry = archive
+            .by_index(index)
+            .with_context(|| format!("could not read entry {index} of {}", path.display()))?;
+        let Some(name) = entry.enclosed_name() else {
+            continue;
+        };
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name == "torch/version.py" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).with_context(|| {
+                format!("could not read torch/version.py from {}", path.display())
+            })?;
+            version = Some(parse_version_py(&text)?);
+            continue;
+        }
+        let Some((rule, out_rel)) = map_entry(rules, &name) else {
+            continue;
+        };
+        if let Some(seen) = found.get_mut(rule) {
+            *seen = true;
+        }
+        if entry.is_dir() {
+            continue;
+        }
+        let out = dest.join(&out_rel);
+        if let Some(parent) = out.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("could not create {}", parent.display()))?;
+        }
+        let mut writer = fs::File::create(&out)
+            .with_context(|| format!("could not create {}", out.display()))?;
+        io::copy(&mut entry, &mut writer)
+            .with_context(|| format!("could not unpack {name} from {}", path.display()))?;
+        if out_rel.starts_with("lib/") {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&out, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("could not make {} executable", out.display()))?;
+        }
+    }
+    for ((source, _), seen) in rules.iter().zip(&found) {
+        if !seen {
+            bail!(
+                "{source} not found in {}: the wheel layout changed, update xtask/src/libtorch.rs",
+                path.display()
+            );
+        }
+    }
+    Ok(version)
+}
+
+/// Where [`setup_cuda_link_dir`] builds the CUDA link folder, relative to the repo root.
+const CUDA_LINK_DIR: &str = ".cache/libtorch-cuda";
+/// What the CUDA link folder adds to the CPU install: the CUDA backend torch-sys links when
+/// `lib/libtorch_cuda.so` exists.
+const CUDA_EXTRACT: &[(&str, &str)] = &[
+    ("torch/lib/libtorch_cuda.so", "lib/libtorch_cuda.so"),
+    ("torch/lib/libc10_cuda.so", "lib/libc10_cuda.so"),
+];
+
+/// A libtorch folder to *link* a CUDA-capable trainer against on a machine without CUDA
+/// (`cargo xtask gpu-bundle`): `.cache/libtorch-cuda` = links to the CPU install's files plus
+/// the torch wheel's `libtorch_cuda.so` and `libc10_cuda.so`. CUDA's own libraries (cuDNN,
+/// cuBLAS, …) are not here: the link needs `-Wl,--allow-shlib-undefined`, and the binary
+/// runs against the GPU machine's torch install. Returns the folder.
+pub fn setup_cuda_link_dir(root: &Path) -> Result<PathBuf> {
+    let cpu = root.join(LIBTORCH_DIR);
+    if !is_complete(&cpu) {
+        bail!(
+            "{} is not a complete libtorch install: run `cargo xtask setup-libtorch` without \
+             LIBTORCH/LIBTORCH_USE_PYTORCH set first",
+            cpu.display()
+        );
+    }
+    let dir = root.join(CUDA_LINK_DIR);
+    let marker = format!("{}CUDA backend added from the torch wheel\n", marker_text());
+    let complete = fs::read_to_string(dir.join(MARKER_FILE)).is_ok_and(|text| text == marker)
+        && CUDA_EXTRACT.iter().all(|(_, out)| dir.join(out).exists());
+    if complete {
+        println!("CUDA link folder ready in {}", dir.display());
+        return Ok(dir);
+    }
+    let started = Instant::now();
+    let staging = root.join(format!("{CUDA_LINK_DIR}.partial"));
+    remove_dir_if_exists(&staging)?;
+    fs::create_dir_all(staging.join("lib"))
+        .with_context(|| format!("could not create {}", staging.display()))?;
+    let cpu =
+        fs::canonicalize(&cpu).with_context(|| format!("could not resolve {}", cpu.display()))?;
+    let link = |from: PathBuf, to: PathBuf| {
+        std::os::unix::fs::symlink(&from, &to)
+            .with_context(|| format!("could not link {} -> {}", to.display(), from.display()))
+    };
+    link(cpu.join("include"), staging.join("include"))?;
+    link(cpu.join("build-version"), staging.join("build-version"))?;
+    let lib_dir = cpu.join("lib");
+    for entry in
+        fs::read_dir(&lib_dir).with_context(|| format!("could not list {}", lib_dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("could not list {}", lib_dir.display()))?;
+        link(entry.path(), staging.join("lib").join(entry.file_name()))?;
+    }
+    let torch = WHEELS
+        .first()
+        .context("no torch wheel pinned in xtask/src/libtorch.rs")?;
+    download_wheels(root, &root.join(WHEELS_DIR))?;
+    unpack_wheel(
+        &root.join(WHEELS_DIR).join(torch.file_name),
+        CUDA_EXTRACT,
+        &staging,
+    )?;
+    write(&staging.join(MARKER_FILE), &marker)?;
+    remove_dir_if_exists(&dir)?;
+    fs::rename(&staging, &dir)
+        .with_context(|| format!("could not move {} to {}", staging.display(), dir.display()))?;
+    println!(
+        "CUDA link folder made in {} in {:.1} s",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(dir)
 }
 
 /// Where a wheel entry goes: the index of the matching rule and the path under the install dir.

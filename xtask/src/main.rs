@@ -6,12 +6,16 @@
 //! cargo xtask ci --list          the CI steps, in order
 //! cargo xtask cross              static aarch64-unknown-linux-musl strokeseg-edge (release)
 //! cargo xtask hil [LOOP...]      hardware-in-the-loop under QEMU: firmware (Cortex-M4F), edge (aarch64)
+//! cargo xtask gpu-bundle         CUDA strokeseg-train + gpu-check.sh for a GPU machine without Rust
+//! cargo xtask default-model      retrain, export and evaluate the shipped model in models/default
 //! ```
 //!
 //! The alias lives in `.cargo/config.toml`; `.ci/run` and the README call `cargo xtask ci`.
 
 mod ci;
 mod cross;
+mod default_model;
+mod gpu;
 mod hil;
 mod libtorch;
 mod process;
@@ -33,6 +37,12 @@ tasks:
                        firmware  strokeseg-shared on an emulated Cortex-M4F (mps2-an386)
                        edge      the aarch64 strokeseg-edge under qemu-user vs the x86 build
                      (default: both)
+  gpu-bundle         a CUDA-capable strokeseg-train (linked here against the torch wheel's CUDA
+                     backend) + host-trainer/gpu/gpu-check.sh in target/gpu-bundle, to run on a
+                     GPU machine with torch 2.11.0 for python3: bash target/gpu-bundle/gpu-check.sh
+  default-model      retrain the shipped default model from scratch (phantoms, CPU, ~30-40 min on
+                     2 cores), export fp32 + int8 into models/default and evaluate the held-out
+                     cases with the edge runtime [--work DIR] [--reuse-run]
   help               this text
 
 environment:
@@ -52,6 +62,8 @@ fn main() -> Result<()> {
         Some((task, rest)) if task == "ci" => ci::run(&root, rest),
         Some((task, rest)) if task == "cross" => cross::run(&root, rest),
         Some((task, rest)) if task == "hil" => hil::run(&root, rest),
+        Some((task, rest)) if task == "gpu-bundle" => gpu::run(&root, rest),
+        Some((task, rest)) if task == "default-model" => default_model::run(&root, rest),
         Some((task, _)) if matches!(task.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

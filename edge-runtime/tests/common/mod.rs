@@ -109,3 +109,59 @@ pub fn entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A `[pins]` config with the `log` backend (all four roles), written to `dir/pins-log.toml`.
+pub fn log_pins_config(dir: &Path) -> PathBuf {
+    let p = dir.join("pins-log.toml");
+    std::fs::write(&p, "[pins]\nbackend = \"log\"\n").unwrap();
+    p
+}
+
+/// `strokeseg-edge --log-format json ARGS` with the binary's default log filter (`RUST_LOG`
+/// removed), so the logged pin levels do not depend on the caller's environment.
+pub fn edge_json_log(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strokeseg-edge"))
+        .args(["--log-format", "json"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run strokeseg-edge")
+}
+
+/// The status pin levels a run logged with the `log` pin backend and `--log-format json`,
+/// in order, as `role=level` (`busy=high`). Lines that are not JSON (the `error:` line) and
+/// events of other targets are skipped.
+pub fn pin_sequence(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == strokeseg_edge::status::PIN_LOG_TARGET)
+        .map(|v| {
+            let f = &v["fields"];
+            format!(
+                "{}={}",
+                f["pin"].as_str().unwrap_or("?"),
+                f["level"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// Pin levels of one `segment` run with every pin logged, from a fresh process (all low):
+/// a study that succeeds without alert.
+pub const PINS_SUCCESS: &[&str] = &["busy=high", "done=high", "busy=low"];
+/// … a study that succeeds and raises the alert.
+pub const PINS_SUCCESS_ALERT: &[&str] = &["busy=high", "alert=high", "done=high", "busy=low"];
+/// … a run that fails: a bad study, or a model that cannot be loaded.
+pub const PINS_FAILURE: &[&str] = &["busy=high", "fault=high", "busy=low"];
+/// Pin levels of `watch --once` over a bad study and then a good one (no alert): the
+/// daemon's reset changes nothing, the bad study raises fault, the next start lowers it.
+pub const PINS_DAEMON_BAD_THEN_GOOD: &[&str] = &[
+    "busy=high",
+    "fault=high",
+    "busy=low",
+    "fault=low",
+    "busy=high",
+    "done=high",
+    "busy=low",
+];

@@ -47,6 +47,8 @@ pub struct CaseData {
     pub geometry: SliceGeometry,
     /// The map between the image grid and the model grid.
     pub map: GridMap,
+    /// Voxel spacing of the original grid `[x, y, z]`, mm (surface distances).
+    pub spacing_mm: [f32; 3],
     /// Volume of one image voxel, mm³.
     pub voxel_volume_mm3: f64,
     /// Ground truth on the original grid, `[n_slices, ny, nx]`, 1 = lesion, 0 = background.
@@ -132,6 +134,7 @@ pub fn channel_modalities(config: &PreprocessConfig) -> Vec<Modality> {
 struct PreparedCase {
     geometry: SliceGeometry,
     map: GridMap,
+    spacing_mm: [f32; 3],
     voxel_volume_mm3: f64,
     n_slices: usize,
     /// `[n_slices, C, H, W]` row-major.
@@ -205,6 +208,7 @@ fn prepare_case(
     Ok(PreparedCase {
         geometry,
         map,
+        spacing_mm,
         voxel_volume_mm3,
         n_slices,
         inputs,
@@ -264,6 +268,7 @@ pub fn load_dataset(
             n_slices: prepared.n_slices,
             geometry: prepared.geometry,
             map: prepared.map,
+            spacing_mm: prepared.spacing_mm,
             voxel_volume_mm3: prepared.voxel_volume_mm3,
             truth: prepared.truth,
         });

@@ -292,10 +292,14 @@ impl fmt::Display for ModelInfo {
                 let dice = t
                     .val_dice
                     .map_or_else(|| "not measured".to_owned(), |d| format!("{d:.4}"));
+                let held_out = t.fold.map_or_else(
+                    || "trained on every case".to_owned(),
+                    |k| format!("fold {k} of {} held out", t.folds),
+                );
                 writeln!(
                     f,
-                    "  training: {}, loss {}, {} epochs, folds {} (fold {:?}), val Dice {dice}, seed {}",
-                    t.data, t.loss, t.epochs, t.folds, t.fold, t.seed
+                    "  training: {}, loss {}, {} epochs, {held_out}, held-out Dice {dice}, seed {}",
+                    t.data, t.loss, t.epochs, t.seed
                 )?;
                 writeln!(f, "  exported: {}", meta.exported_at)?;
                 writeln!(f, "  checkpoint sha256: {}", meta.source_checkpoint_sha256)?;

@@ -39,6 +39,17 @@ struct RunFile {
     training: TrainingSummary,
     data_dir: Option<PathBuf>,
     git_revision: Option<String>,
+    #[serde(default)]
+    split: Option<RunSplit>,
+}
+
+/// The part of `run.json`'s split the export reads.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct RunSplit {
+    #[serde(default)]
+    train_cases: Vec<String>,
+    #[serde(default)]
+    val_cases: Vec<String>,
 }
 
 impl ModelDescription {
@@ -156,6 +167,13 @@ fn read_run_file(run_dir: &Path) -> Result<RunFile, ExportError> {
     }
 }
 
+/// The held-out mean case Dice of the run's last checkpoint, from `evaluation.json`.
+fn last_checkpoint_dice(run_dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(run_dir.join(crate::run::EVALUATION_FILE)).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value.get("last")?.get("mean_dice")?.as_f64()
+}
+
 /// Exports a run: reads `run.json` and the checkpoint, checks they agree, writes the
 /// fp32 model (and the int8 one, calibrated on the dataset given) and `SHA256SUMS` into
 /// the output folder. Each file appears complete or not at all.
@@ -180,6 +198,11 @@ pub fn export_run(options: &RunExportOptions) -> Result<RunExport, ExportError> 
     if training.git_revision.is_none() {
         training.git_revision = run.git_revision;
     }
+    if options.checkpoint == Checkpoint::Last {
+        // run.json's val_dice is the best checkpoint's; the last one's is in evaluation.json
+        // (absent while a run is unfinished: then unknown rather than another checkpoint's).
+        training.val_dice = last_checkpoint_dice(&options.run_dir);
+    }
     let description = ModelDescription {
         version: options.version.clone(),
         ..ModelDescription::new(name, run.preprocess, run.postprocess, training)
@@ -200,18 +223,29 @@ pub fn export_run(options: &RunExportOptions) -> Result<RunExport, ExportError> 
     super::check_metadata(&run.unet, &metadata).map_err(with_context)?;
     let calibration = match &options.int8 {
         Some(int8) => {
-            let data_dir = int8
-                .data_dir
-                .as_ref()
-                .or(run.data_dir.as_ref())
-                .ok_or_else(|| ExportError::ConfigMismatch {
-                    context: config_path.display().to_string(),
-                    reason: "int8 calibration needs a dataset: run.json has no data_dir".into(),
-                })?;
+            // The run's own dataset: calibrate on its training cases only, so that a held-out
+            // fold stays unseen by the int8 model too.
+            let (data_dir, only_cases) = match (&int8.data_dir, &run.data_dir) {
+                (Some(dir), _) => (dir, None),
+                (None, Some(dir)) => (
+                    dir,
+                    run.split
+                        .as_ref()
+                        .filter(|s| !s.val_cases.is_empty() && !s.train_cases.is_empty())
+                        .map(|s| s.train_cases.as_slice()),
+                ),
+                (None, None) => {
+                    return Err(ExportError::ConfigMismatch {
+                        context: config_path.display().to_string(),
+                        reason: "int8 calibration needs a dataset: run.json has no data_dir".into(),
+                    });
+                }
+            };
             Some(calibration_inputs(
                 data_dir,
                 &metadata.preprocess,
                 int8.n_slices,
+                only_cases,
             )?)
         }
         None => None,

@@ -79,11 +79,14 @@ pub fn prepare_study(
 
 /// Up to `n` calibration inputs `[C, H, W]` from the dataset at `data_dir` (`case_N`
 /// folders, ISLES layout): slices with brain in them, spread evenly over the cases in
-/// case order (deterministic). Memory: the `n` inputs plus one study's slices.
+/// case order (deterministic). `only_cases` (folder names, e.g. a run's training cases, so
+/// held-out cases stay unseen) restricts the cases; a name missing from the dataset is an
+/// error. Memory: the `n` inputs plus one study's slices.
 pub fn calibration_inputs(
     data_dir: &Path,
     config: &PreprocessConfig,
     n: usize,
+    only_cases: Option<&[String]>,
 ) -> Result<Vec<Vec<f32>>, ExportError> {
     if n == 0 {
         return Err(ExportError::Calibration(
@@ -92,9 +95,24 @@ pub fn calibration_inputs(
     }
     let dataset = Dataset::discover(data_dir, &PatientGrouping::OnePerCase)
         .map_err(|e| io_err(data_dir, e))?;
-    let n_cases = dataset.cases.len();
+    if let Some(missing) = only_cases.and_then(|names| {
+        names
+            .iter()
+            .find(|n| !dataset.cases.iter().any(|c| &c.name == *n))
+    }) {
+        return Err(ExportError::Calibration(format!(
+            "{}: case {missing} (a training case of the run) is not in the dataset",
+            data_dir.display()
+        )));
+    }
+    let cases: Vec<_> = dataset
+        .cases
+        .iter()
+        .filter(|c| only_cases.is_none_or(|names| names.contains(&c.name)))
+        .collect();
+    let n_cases = cases.len();
     let mut picked = Vec::with_capacity(n);
-    for (k, case) in dataset.cases.iter().enumerate() {
+    for (k, case) in cases.iter().enumerate() {
         // Cases k..: share the slices still needed evenly among the cases left.
         let want = (n - picked.len()).div_ceil(n_cases - k);
         if want == 0 {

@@ -325,8 +325,8 @@ pub struct TrainControl {
 /// How a call to [`train`] ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainOutcome {
-    /// All epochs ran; the final evaluation.
-    Finished(Evaluation),
+    /// All epochs ran; the final evaluation (boxed: it holds every held-out case's results).
+    Finished(Box<Evaluation>),
     /// Stopped early; `checkpoints/last.*` hold the state to `--resume` from.
     Interrupted {
         /// Steps taken.
@@ -587,7 +587,7 @@ pub fn train(
     };
     if state.finished {
         tracing::info!("{} is already complete", run_dir.display());
-        return Ok(TrainOutcome::Finished(Evaluation::load(run_dir)?));
+        return Ok(TrainOutcome::Finished(Box::new(Evaluation::load(run_dir)?)));
     }
     let mut steps = StepLog::open(&paths.steps_csv(), state.global_step)?;
 
@@ -767,5 +767,5 @@ pub fn train(
     write_json(&paths.last_state(), &state)?;
     run.training.epochs = cfg.epochs;
     run.save(run_dir)?;
-    Ok(TrainOutcome::Finished(evaluation))
+    Ok(TrainOutcome::Finished(Box::new(evaluation)))
 }

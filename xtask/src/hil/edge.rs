@@ -5,7 +5,8 @@
 //! 3. The edge runtime's `hil_qemu` integration test (`edge-runtime/tests/hil_qemu.rs`) with
 //!    `STROKESEG_HIL_EDGE_AARCH64` set: it runs the x86 host build (the test's own
 //!    `strokeseg-edge`) and the emulated aarch64 binary on the same phantom studies, bad inputs
-//!    and watch-daemon inbox, and compares them. It appends its figures to
+//!    and watch-daemon inbox, and compares them, the status pin sequences too (the `log` pin
+//!    backend: qemu-user has no GPIO chip). It appends its figures to
 //!    `target/hil/edge-figures.txt`, which this module summarises.
 //!
 //! The host side is built with the same package selection and features as `cargo xtask ci`'s
@@ -43,6 +44,8 @@ pub struct EdgeOutcome {
     pub bad_inputs: usize,
     /// Whether the watch daemon processed its studies end to end.
     pub watch_ok: bool,
+    /// Runs whose logged status pin levels were the documented sequence (and the host's).
+    pub pin_sequences: usize,
     /// Whether the binary had an embedded default model.
     pub embedded_model: bool,
     /// Wall time of the cross build (a no-op when warm), seconds.
@@ -127,16 +130,22 @@ pub fn run(root: &Path) -> Result<EdgeOutcome> {
             .count(),
         bad_inputs: values("bad_input_same_error").len(),
         watch_ok: values("watch_end_to_end") == ["ok"],
+        pin_sequences: values("pin_sequence_checked").len(),
         embedded_model: values("embedded_model").is_empty(),
         build_seconds,
         test_seconds,
     };
-    if outcome.masks_compared == 0 || outcome.bad_inputs == 0 || !outcome.watch_ok {
+    if outcome.masks_compared == 0
+        || outcome.bad_inputs == 0
+        || !outcome.watch_ok
+        || outcome.pin_sequences == 0
+    {
         bail!(
-            "the hil_qemu test ran but did not compare everything (masks {}, bad inputs {}, watch {}): was it skipped?",
+            "the hil_qemu test ran but did not compare everything (masks {}, bad inputs {}, watch {}, pin sequences {}): was it skipped?",
             outcome.masks_compared,
             outcome.bad_inputs,
-            outcome.watch_ok
+            outcome.watch_ok,
+            outcome.pin_sequences
         );
     }
     if outcome.peak_rss_kib * 1024 > MEMORY_LIMIT_BYTES {
@@ -182,7 +191,8 @@ pub fn summary(o: &EdgeOutcome) -> String {
     format!(
         "aarch64 binary {:.1} MiB (static musl); masks bit-identical to x86: {} of {} ({} as .nii.gz files); \
          peak RSS under emulation {:.1} MiB (limit: address space {} MiB); bad inputs with the host's errors: {}; \
-         watch daemon end to end: {}; embedded default model: {}; cross build {:.1} s, comparison {:.1} s",
+         watch daemon end to end: {}; status pin sequences as documented and as on the host: {}; \
+         embedded default model: {}; cross build {:.1} s, comparison {:.1} s",
         o.binary_bytes as f64 / (1024.0 * 1024.0),
         o.masks_identical,
         o.masks_compared,
@@ -191,6 +201,7 @@ pub fn summary(o: &EdgeOutcome) -> String {
         MEMORY_LIMIT_BYTES / (1024 * 1024),
         o.bad_inputs,
         if o.watch_ok { "ok" } else { "FAILED" },
+        o.pin_sequences,
         if o.embedded_model {
             "yes"
         } else {
