@@ -14,26 +14,36 @@
 #   4. the shipped default model's configuration (128 x 128 at 2 mm, base 16, depth 4), a few
 #      epochs, fp32 and bf16: slices/s at the size that matters for real training.
 # Everything lands in $OUT: logs, each run's evaluation.json and metrics, and summary.md.
+#
+# Dry run of the script itself on a CPU machine (what CI-less checking of this script
+# looks like): DEVICE=cpu QUICK=1 STROKESEG_TRAIN=target/debug/strokeseg-train OUT=/tmp/g \
+#   bash host-trainer/gpu/gpu-check.sh
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$out"
-bin=$here/strokeseg-train
+bin=${STROKESEG_TRAIN:-$here/strokeseg-train}
+device=${DEVICE:-cuda}
 python=${PYTHON:-python3}
 
 if [[ ! -x $bin ]]; then
     echo "gpu-check: $bin is missing: run \`cargo xtask gpu-bundle\` on the build machine first" >&2
     exit 1
 fi
-torch_lib=$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') || {
-    echo "gpu-check: $python cannot import torch; install torch 2.11.0 (CUDA build) for it" >&2
-    exit 1
-}
-torch_version=$("$python" -c 'import torch; print(torch.__version__)')
-site=$(dirname "$(dirname "$torch_lib")")
-nvidia_libs=$(find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | sort | paste -sd: -)
-export LD_LIBRARY_PATH="$torch_lib${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [[ $device == cpu ]]; then
+    torch_version="(not used: DEVICE=cpu runs $bin with its own libtorch)"
+    torch_lib=""
+else
+    torch_lib=$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') || {
+        echo "gpu-check: $python cannot import torch; install torch 2.11.0 (CUDA build) for it" >&2
+        exit 1
+    }
+    torch_version=$("$python" -c 'import torch; print(torch.__version__)')
+    site=$(dirname "$(dirname "$torch_lib")")
+    nvidia_libs=$(find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | sort | paste -sd: -)
+    export LD_LIBRARY_PATH="$torch_lib${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 
 {
     echo "# strokeseg GPU check"
@@ -45,11 +55,15 @@ export LD_LIBRARY_PATH="$torch_lib${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH
     echo
 } > "$out/summary.md"
 
-echo "== libtorch devices"
-"$bin" info --device cuda | tee "$out/info.txt"
+quick=${QUICK:-0}
+cases=40
+[[ $quick == 1 ]] && cases=8
 
-echo "== phantom set (40 cases, seed 7)"
-"$bin" phantom --out "$out/data" --cases 40 --seed 7 | tee "$out/phantom.txt"
+echo "== libtorch devices"
+"$bin" info --device "$device" | tee "$out/info.txt"
+
+echo "== phantom set ($cases cases, seed 7)"
+"$bin" phantom --out "$out/data" --cases "$cases" --seed 7 | tee "$out/phantom.txt"
 
 # run NAME EXTRA-ARGS...: one training run on cuda:0, fold 0 of 4, timed.
 run() {
@@ -58,7 +72,7 @@ run() {
     local started ended
     started=$(date +%s.%N)
     "$bin" train --data "$out/data" --patients "$out/data/patients.csv" --out "$out/$name" \
-        --fold 0 --folds 4 --loss hybrid --seed 2018 --device cuda --quiet "$@" \
+        --fold 0 --folds 4 --loss hybrid --seed 2018 --device "$device" --quiet "$@" \
         > "$out/$name.log" 2>&1 || {
         echo "gpu-check: run $name failed; its log:" >&2
         tail -40 "$out/$name.log" >&2
@@ -75,13 +89,19 @@ run() {
 
 echo "| run | arguments | held-out Dice (last) | wall s | slices/s |" >> "$out/summary.md"
 echo "|---|---|---:|---:|---:|" >> "$out/summary.md"
-small=(--epochs 16 --batch-size 8 --input-size 80 --target-spacing-mm 3 --base-width 8 --depth 3)
-default=(--epochs 6 --batch-size 8 --input-size 128 --target-spacing-mm 2 --base-width 16 --depth 4 --val-every 6)
-echo "== CPU benchmark configuration on cuda:0"
+small_epochs=16
+default_epochs=6
+if [[ $quick == 1 ]]; then
+    small_epochs=1
+    default_epochs=1
+fi
+small=(--epochs "$small_epochs" --batch-size 8 --input-size 80 --target-spacing-mm 3 --base-width 8 --depth 3)
+default=(--epochs "$default_epochs" --batch-size 8 --input-size 128 --target-spacing-mm 2 --base-width 16 --depth 4 --val-every "$default_epochs")
+echo "== CPU benchmark configuration on $device"
 run small-fp32 "${small[@]}"
-run small-bf16 "${small[@]}" --amp bf16
-echo "== default model configuration on cuda:0"
+[[ $device == cpu ]] || run small-bf16 "${small[@]}" --amp bf16
+echo "== default model configuration on $device"
 run default-fp32 "${default[@]}"
-run default-bf16 "${default[@]}" --amp bf16
+[[ $device == cpu ]] || run default-bf16 "${default[@]}" --amp bf16
 echo
 cat "$out/summary.md"

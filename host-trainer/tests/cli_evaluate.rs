@@ -9,39 +9,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{ok, s, strokeseg_train, text};
 use strokeseg_shared::Modality;
 use strokeseg_shared::io::{Dataset, Dtype, NiftiVolumeReader, NiftiWriter, PatientGrouping};
 
-const BIN: &str = env!("CARGO_BIN_EXE_strokeseg-train");
-
 fn evaluate(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("evaluate")
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-fn s(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
+    let mut all = vec!["evaluate"];
+    all.extend_from_slice(args);
+    strokeseg_train(&all)
 }
 
 /// The phantom's cases: `(name, OT file)`, in dataset order.

@@ -5,14 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
+use common::{ok, s, strokeseg_train as train, text};
 use strokeseg_trainer::checkpoint::{Which, load_model};
 use strokeseg_trainer::export::{Checkpoint, Int8Calibration, RunExportOptions, export_run};
 use strokeseg_trainer::run::{Evaluation, RunConfig, RunPaths};
-
-const BIN: &str = env!("CARGO_BIN_EXE_strokeseg-train");
 
 /// The flags that make a run tiny.
 const TINY: &[&str] = &[
@@ -32,33 +28,6 @@ const TINY: &[&str] = &[
     "--warmup-epochs",
     "1",
 ];
-
-fn train(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-fn s(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
 
 #[test]
 fn train_writes_the_run_folder_contract() {

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use strokeseg_shared::PreprocessConfig;
@@ -104,4 +105,36 @@ pub fn small_train(epochs: u32) -> TrainConfig {
     c.schedule.warmup_epochs = 1.0;
     c.optimizer.lr = 3e-3;
     c
+}
+
+/// Runs the `strokeseg-train` binary cargo built for these tests with `args`, logging at
+/// `warn`, without `LD_LIBRARY_PATH` (the binary finds libtorch through its rpath).
+pub fn strokeseg_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strokeseg-train"))
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Lossy UTF-8 of captured output.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts a zero exit status, showing both streams otherwise.
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// A path as a command-line argument.
+pub fn s(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
