@@ -40,7 +40,7 @@ tasks:
   gpu-bundle         a CUDA-capable strokeseg-train (linked here against the torch wheel's CUDA
                      backend) + host-trainer/gpu/gpu-check.sh in target/gpu-bundle, to run on a
                      GPU machine with torch 2.11.0 for python3: bash target/gpu-bundle/gpu-check.sh
-  default-model      retrain the shipped default model from scratch (phantoms, CPU, ~30-40 min on
+  default-model      retrain the shipped default model from scratch (phantoms, CPU, ~20 min on
                      2 cores), export fp32 + int8 into models/default and evaluate the held-out
                      cases with the edge runtime [--work DIR] [--reuse-run]
   help               this text
