@@ -92,6 +92,11 @@ const STEPS: &[Step] = &[
         },
     },
     Step {
+        name: "demo",
+        about: "the README's first command (dev profile): cargo run -p strokeseg-edge -- demo",
+        run: readme_demo,
+    },
+    Step {
         name: "onnx-check",
         about: "exported models vs onnx checker + onnxruntime (skips if pip can't install them)",
         run: onnx_check,
@@ -171,6 +176,55 @@ fn seconds(duration: Duration) -> String {
 
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     process::run(root, "cargo", args)
+}
+
+/// The README's first command as a user types it (without `--release`, to reuse the `test`
+/// step's build): it must pick the runtime binary, segment the demo study with the embedded
+/// default model and publish all three outputs.
+fn readme_demo(root: &Path) -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let out = target.join("tmp").join("ci-demo");
+    if out.exists() {
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("could not remove {}", out.display()))?;
+    }
+    let out_arg = out.to_string_lossy().into_owned();
+    cargo(
+        root,
+        &[
+            "run",
+            "-p",
+            "strokeseg-edge",
+            "--",
+            "demo",
+            "--out",
+            &out_arg,
+        ],
+    )?;
+    for file in ["lesion_mask.nii.gz", "report.json", "overlay.png"] {
+        if !out.join(file).is_file() {
+            bail!("`strokeseg-edge demo` left no {file} in {}", out.display());
+        }
+    }
+    let path = out.join("report.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if report["method"] != "model" || report["model"]["source"] != "embedded default model" {
+        bail!(
+            "the demo did not segment with the embedded default model: method {}, model {} ({})",
+            report["method"],
+            report["model"]["source"],
+            path.display()
+        );
+    }
+    println!(
+        "demo: {} mL with model {} {}",
+        report["lesion_volume_ml"], report["model"]["name"], report["model"]["version"]
+    );
+    Ok(())
 }
 
 /// The venv (under `.cache/`) that holds onnx and onnxruntime for [`onnx_check`].

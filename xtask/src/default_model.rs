@@ -79,6 +79,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             other => bail!("default-model: unknown argument `{other}` (--work DIR, --reuse-run)"),
         }
     }
+    // Every step below runs with the repo root or the work folder as its working directory.
+    let work = std::path::absolute(&work)
+        .with_context(|| format!("could not resolve {}", work.display()))?;
     let started = Instant::now();
     libtorch::setup(root)?;
     process::run(
@@ -213,19 +216,21 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             timer.elapsed().as_secs_f64()
         );
         let report = work.join(format!("eval-{name}"));
+        // Run inside the work folder with relative paths, so the shipped per-case CSVs name
+        // `data/case_N/…` and `pred-fp32/case_N/…`, not this machine's folders.
         process::run(
-            root,
+            &work,
             &train,
             &[
                 "evaluate",
                 "--pred",
-                &s(&pred),
+                &format!("pred-{name}"),
                 "--truth",
-                &s(&data),
+                "data",
                 "--run",
-                &s(&run_dir),
+                "run",
                 "--out",
-                &s(&report),
+                &format!("eval-{name}"),
             ],
         )?;
         for (from, to) in [
