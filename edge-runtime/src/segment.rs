@@ -26,8 +26,8 @@ use strokeseg_shared::io::{
 use strokeseg_shared::metrics::volume_ml_from_voxels;
 use strokeseg_shared::perfusion_rule::{CoreRule, HealthyCbfStats, core_mask_slice};
 use strokeseg_shared::postprocess::{
-    ComponentScratch, ComponentStats, PostprocessConfig, lesion_probability_from_logits,
-    remove_small_components, threshold_mask,
+    ComponentScratch, ComponentStats, PostprocessConfig, SliceMaskError, SliceMasker,
+    remove_small_components,
 };
 use strokeseg_shared::preprocess::SliceGeometry;
 use strokeseg_shared::stats::{LogHistogram, VolumeStats};
@@ -404,12 +404,8 @@ fn run_model(
     let (w, h) = map.model_size();
     let mut input = vec![0f32; model.input_len()];
     let mut logits = vec![0f32; model.n_classes() * w * h];
-    let mut prob_model = vec![0f32; w * h];
-    let mut prob_image = vec![0f32; n];
     let mut mask = vec![0u8; n];
-    let mut labels = vec![0u32; n];
-    let mut parent = vec![0u32; n];
-    let min_area_px = post.min_area_px(geom.spacing_x_mm, geom.spacing_y_mm);
+    let mut masker = SliceMasker::new(map, post);
 
     for z in 0..study.n_slices() {
         check_cancel(cancel)?;
@@ -422,21 +418,12 @@ fn run_model(
         timings.inference_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        lesion_probability_from_logits(&logits, model.n_classes(), w * h, &mut prob_model)?;
-        map.model_to_image_bilinear(&prob_model, 0.0, &mut prob_image)
-            .map_err(|e| core_error(case_dir, e))?;
-        threshold_mask(&prob_image, post.threshold, &mut mask)?;
-        for (m, &b) in mask.iter_mut().zip(preparer.brain_mask()) {
-            *m &= u8::from(b != 0);
-        }
-        let c = remove_small_components(
-            &mut mask,
-            geom.nx,
-            geom.ny,
-            min_area_px,
-            post.connectivity,
-            &mut ComponentScratch::new(&mut labels, &mut parent),
-        )?;
+        let c = masker
+            .mask(&logits, model.n_classes(), preparer.brain_mask(), &mut mask)
+            .map_err(|e| match e {
+                SliceMaskError::Postprocess(e) => EdgeError::from(e),
+                SliceMaskError::Grid(e) => core_error(case_dir, e),
+            })?;
         outputs.components.merge(c);
         timings.postprocess_ms += elapsed_ms(t);
 

@@ -8,7 +8,7 @@ use strokeseg_shared::io::IoError;
 use strokeseg_shared::metrics::MetricsError;
 use strokeseg_shared::surface::SurfaceError;
 
-use crate::eval::SliceMaskError;
+use strokeseg_shared::postprocess::SliceMaskError;
 
 /// Why loading, training, evaluation or a run folder operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,12 @@
 //! Case-level evaluation, ISLES style: predict every slice of a case, turn the logits into a
-//! lesion mask with the shared postprocessing (softmax → threshold → small-component removal
-//! on the model grid), map the mask back onto the original grid with
-//! `GridMap::model_to_image_nearest`, and score the case's whole volume against its ground
+//! lesion mask on the original grid with `postprocess::SliceMasker` (the very code the edge
+//! runtime runs: probability, back onto the image grid, threshold, brain mask, small-component
+//! removal), and score the case's whole volume against its ground
 //! truth: `metrics::ConfusionCounts` (volume Dice, precision, recall, volumes, not per-slice
 //! figures) and `surface::surface_distances` (Hausdorff distance, HD95, ASSD in mm on the
 //! original voxel spacing). The summary over cases is the shared `evaluation::Summary`, the
-//! same figures `strokeseg-train evaluate` reports for a folder of mask files. The edge
-//! runtime runs the same shared steps, so validation scores what deployment will produce.
+//! same figures `strokeseg-train evaluate` reports for a folder of mask files. Validation
+//! therefore scores exactly the masks deployment will produce.
 //!
 //! Empty masks (ISLES conventions, see `shared::evaluation`): Dice, precision and recall are
 //! 1 when both masks are empty and 0 when exactly one is; surface distances are 0 when both
@@ -14,14 +14,9 @@
 //! finite cases and count the others.
 
 use serde::{Deserialize, Serialize};
-use strokeseg_shared::CoreError;
 use strokeseg_shared::evaluation::Summary;
 use strokeseg_shared::metrics::{ConfusionCounts, SegmentationMetrics};
-use strokeseg_shared::postprocess::{
-    ComponentScratch, ComponentStats, PostprocessConfig, PostprocessError,
-    lesion_probability_from_logits, remove_small_components, threshold_mask,
-};
-use strokeseg_shared::preprocess::GridMap;
+use strokeseg_shared::postprocess::{PostprocessConfig, SliceMasker};
 use strokeseg_shared::surface::{SurfaceDistances, surface_distances};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
@@ -29,75 +24,6 @@ use tch::{Kind, Tensor};
 use crate::data::{CaseData, LoadedDataset};
 use crate::error::TrainError;
 use crate::loss::Loss;
-
-/// Why one slice's logits could not be turned into a mask.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SliceMaskError {
-    /// The shared postprocessing refused the buffers or the config.
-    #[error(transparent)]
-    Postprocess(#[from] PostprocessError),
-    /// The grid map refused the buffers.
-    #[error(transparent)]
-    Grid(#[from] CoreError),
-}
-
-/// Buffers for turning one slice's logits into a mask on the image grid, sized once per case
-/// (memory: `13 · H · W + nx · ny` bytes, whatever the number of slices).
-#[derive(Debug)]
-pub struct SlicePostprocessor {
-    map: GridMap,
-    config: PostprocessConfig,
-    min_area_px: u32,
-    prob: Vec<f32>,
-    mask_model: Vec<u8>,
-    labels: Vec<u32>,
-    parent: Vec<u32>,
-}
-
-impl SlicePostprocessor {
-    /// Buffers for slices mapped by `map`, postprocessed with `config` on the model grid of
-    /// `target_spacing_mm` pixels.
-    pub fn new(
-        map: GridMap,
-        config: PostprocessConfig,
-        target_spacing_mm: f32,
-    ) -> SlicePostprocessor {
-        let (w, h) = map.model_size();
-        SlicePostprocessor {
-            map,
-            config,
-            min_area_px: config.min_area_px(target_spacing_mm, target_spacing_mm),
-            prob: vec![0.0; w * h],
-            mask_model: vec![0; w * h],
-            labels: vec![0; w * h],
-            parent: vec![0; w * h],
-        }
-    }
-
-    /// `logits` `[K, H, W]` of one slice → lesion mask (0/1) on the image grid in
-    /// `out_image` (`ny · nx`). Returns what the component filter kept and removed.
-    pub fn image_mask(
-        &mut self,
-        logits: &[f32],
-        n_classes: usize,
-        out_image: &mut [u8],
-    ) -> Result<ComponentStats, SliceMaskError> {
-        let (w, h) = self.map.model_size();
-        lesion_probability_from_logits(logits, n_classes, w * h, &mut self.prob)?;
-        threshold_mask(&self.prob, self.config.threshold, &mut self.mask_model)?;
-        let stats = remove_small_components(
-            &mut self.mask_model,
-            w,
-            h,
-            self.min_area_px,
-            self.config.connectivity,
-            &mut ComponentScratch::new(&mut self.labels, &mut self.parent),
-        )?;
-        self.map
-            .model_to_image_nearest(&self.mask_model, out_image)?;
-        Ok(stats)
-    }
-}
 
 /// The result for one case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,7 +167,6 @@ pub fn score_case(
     case: &CaseData,
     logits: &Tensor,
     post: &PostprocessConfig,
-    target_spacing_mm: f32,
 ) -> Result<CaseEvaluation, TrainError> {
     let n_classes = logits.size().get(1).copied().unwrap_or(0).max(0) as usize;
     let flat: Vec<f32> = Vec::<f32>::try_from(&logits.f_flatten(0, -1)?)?;
@@ -263,14 +188,18 @@ pub fn score_case(
     if case.truth.len() != case.n_slices * image_len {
         return Err(shape_error("ground truth does not match the slices"));
     }
-    let mut post_slice = SlicePostprocessor::new(case.map, *post, target_spacing_mm);
+    if case.brain.len() != case.truth.len() {
+        return Err(shape_error("brain mask does not match the slices"));
+    }
+    let mut masker = SliceMasker::new(case.map, *post);
     let mut pred = vec![0u8; case.truth.len()];
-    for (logits_slice, mask_slice) in flat
+    for ((logits_slice, brain_slice), mask_slice) in flat
         .chunks_exact(per_slice.max(1))
+        .zip(case.brain.chunks_exact(image_len.max(1)))
         .zip(pred.chunks_exact_mut(image_len.max(1)))
     {
-        post_slice
-            .image_mask(logits_slice, n_classes, mask_slice)
+        masker
+            .mask(logits_slice, n_classes, brain_slice, mask_slice)
             .map_err(|source| TrainError::Postprocess {
                 case: case.name.clone(),
                 source,
@@ -330,12 +259,7 @@ pub fn evaluate_cases(
             loss_sum += l * case.n_slices as f64;
         }
         n_slices += case.n_slices;
-        results.push(score_case(
-            case,
-            &logits,
-            post,
-            data.config.target_spacing_mm,
-        )?);
+        results.push(score_case(case, &logits, post)?);
     }
     let loss = if n_slices > 0 {
         loss_sum / n_slices as f64

@@ -76,7 +76,7 @@ fn a_perfect_prediction_scores_near_one_on_the_original_grid() {
         // Logits ±10 from the labels on the model grid.
         let lesion = labels.to_kind(Kind::Float) * 20.0 - 10.0;
         let logits = Tensor::stack(&[lesion.zeros_like(), lesion], 1);
-        let result = score_case(case, &logits, &post, config.target_spacing_mm).unwrap();
+        let result = score_case(case, &logits, &post).unwrap();
         assert_eq!(result.n_slices, case.n_slices);
         assert_eq!(result.counts.total_voxels() as usize, case.truth.len());
         if case.true_lesion_voxels() > 500 {

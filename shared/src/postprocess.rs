@@ -438,10 +438,135 @@ fn check_len(buffer: &'static str, expected: usize, got: usize) -> Result<(), Po
     }
 }
 
+/// Why [`SliceMasker::mask`] refused one slice.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SliceMaskError {
+    /// A postprocessing step refused its buffers or the config.
+    #[error(transparent)]
+    Postprocess(#[from] PostprocessError),
+    /// The grid map refused its buffers.
+    #[error(transparent)]
+    Grid(#[from] crate::CoreError),
+}
+
+/// One slice's logits → lesion mask on the image grid: the postprocessing that validation
+/// (trainer) and deployment (edge) share, so both score the same mask. Steps: lesion
+/// probability on the model grid, bilinear back onto the image grid, threshold, restricted
+/// to the brain mask, connected components under the minimum area (image pixels) removed.
+/// Buffers are sized once per study: `4 · H · W + 12 · nx · ny` bytes, whatever the number
+/// of slices.
+#[cfg(feature = "alloc")]
+#[derive(Debug)]
+pub struct SliceMasker {
+    map: crate::preprocess::GridMap,
+    config: PostprocessConfig,
+    min_area_px: u32,
+    prob_model: alloc::vec::Vec<f32>,
+    prob_image: alloc::vec::Vec<f32>,
+    labels: alloc::vec::Vec<u32>,
+    parent: alloc::vec::Vec<u32>,
+}
+
+#[cfg(feature = "alloc")]
+impl SliceMasker {
+    /// Buffers for the slices `map` maps, postprocessed with `config`.
+    pub fn new(map: crate::preprocess::GridMap, config: PostprocessConfig) -> SliceMasker {
+        use alloc::vec;
+        let (w, h) = map.model_size();
+        let image = map.image();
+        let n = image.len();
+        SliceMasker {
+            map,
+            config,
+            min_area_px: config.min_area_px(image.spacing_x_mm, image.spacing_y_mm),
+            prob_model: vec![0.0; w * h],
+            prob_image: vec![0.0; n],
+            labels: vec![0; n],
+            parent: vec![0; n],
+        }
+    }
+
+    /// `logits` `[K, H, W]` of one slice → lesion mask (0/1) on the image grid in `out`
+    /// (`ny · nx`), zero outside `brain` (`ny · nx`, non-zero = brain). Returns what the
+    /// component filter kept and removed.
+    pub fn mask(
+        &mut self,
+        logits: &[f32],
+        n_classes: usize,
+        brain: &[u8],
+        out: &mut [u8],
+    ) -> Result<ComponentStats, SliceMaskError> {
+        let image = self.map.image();
+        check_len("brain", image.len(), brain.len())?;
+        let plane = self.prob_model.len();
+        lesion_probability_from_logits(logits, n_classes, plane, &mut self.prob_model)?;
+        self.map
+            .model_to_image_bilinear(&self.prob_model, 0.0, &mut self.prob_image)?;
+        threshold_mask(&self.prob_image, self.config.threshold, out)?;
+        for (m, &b) in out.iter_mut().zip(brain) {
+            *m &= u8::from(b != 0);
+        }
+        Ok(remove_small_components(
+            out,
+            image.nx,
+            image.ny,
+            self.min_area_px,
+            self.config.connectivity,
+            &mut ComponentScratch::new(&mut self.labels, &mut self.parent),
+        )?)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn slice_masker_thresholds_on_the_image_grid_inside_the_brain() {
+        use crate::preprocess::{GridMap, SliceGeometry};
+        // 16 × 16 image at 1 mm onto an 8 × 8 model grid at 2 mm: the same field of view.
+        let image = SliceGeometry {
+            nx: 16,
+            ny: 16,
+            spacing_x_mm: 1.0,
+            spacing_y_mm: 1.0,
+        };
+        let map = GridMap::with_target(image, 2.0, 8, 8).unwrap();
+        let config = PostprocessConfig {
+            min_component_area_mm2: 4.0,
+            ..PostprocessConfig::default()
+        };
+        let mut masker = SliceMasker::new(map, config);
+        // Lesion in the model grid's left half, background in its right half.
+        let mut logits = [0.0f32; 2 * 64];
+        for row in 0..8 {
+            for col in 0..8 {
+                let class = usize::from(col < 4);
+                logits[class * 64 + row * 8 + col] = 10.0;
+            }
+        }
+        // Brain: the top 12 image rows.
+        let brain: [u8; 256] = core::array::from_fn(|i| u8::from(i / 16 < 12));
+        let mut out = [9u8; 256];
+        let stats = masker.mask(&logits, 2, &brain, &mut out).unwrap();
+        for y in 0..16 {
+            for x in 0..16 {
+                let expected = u8::from(x < 8 && y < 12);
+                assert_eq!(out[y * 16 + x], expected, "pixel ({x}, {y})");
+            }
+        }
+        assert_eq!(stats.components_kept, 1);
+        // A brain mask of the wrong size is refused.
+        assert!(matches!(
+            masker.mask(&logits, 2, &brain[..10], &mut out),
+            Err(SliceMaskError::Postprocess(
+                PostprocessError::LengthMismatch { .. }
+            ))
+        ));
+    }
 
     fn close(a: f32, b: f32) -> bool {
         (a - b).abs() <= 1e-6

@@ -182,8 +182,7 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 /// step's build): it must pick the runtime binary, segment the demo study with the embedded
 /// default model and publish all three outputs.
 fn readme_demo(root: &Path) -> Result<()> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let target = crate::cross::target_dir(root);
     let out = target.join("tmp").join("ci-demo");
     if out.exists() {
         std::fs::remove_dir_all(&out)
@@ -285,8 +284,7 @@ fn onnx_check(root: &Path) -> Result<()> {
     let Some(python) = onnx_python(root) else {
         return Ok(());
     };
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let target = crate::cross::target_dir(root);
     let fixture = target.join("tmp").join("export-check");
     if !fixture.join("model.onnx").is_file() {
         // Run alone (`cargo xtask ci onnx-check`): make the models. `--workspace` keeps the

@@ -95,8 +95,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "strokeseg-train",
         ],
     )?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = crate::cross::target_dir(root);
     let train = target.join("debug").join("strokeseg-train");
     let train = train.to_string_lossy();
     let data = work.join("data");

@@ -16,7 +16,7 @@
 //! `target/gpu-bundle` (about 30 MiB).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -38,8 +38,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     libtorch::setup(root)?;
     let link_dir = libtorch::setup_cuda_link_dir(root)?;
-    let target_base =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target_base = crate::cross::target_dir(root);
     let build_dir = target_base.join("gpu-bundle-build");
     let started = Instant::now();
     let line = "cargo build -p strokeseg-trainer --bin strokeseg-train";

@@ -1,7 +1,7 @@
 //! Training data in memory: every slice of every case, preprocessed by the shared code into
 //! model inputs `[N, C, H, W]` and labels `[N, H, W]` on the training device, plus what
-//! case-level (ISLES-style) validation needs: each case's grid map and its ground truth on the
-//! original grid.
+//! case-level (ISLES-style) validation needs: each case's grid map, its ground truth and its
+//! brain mask on the original grid.
 //!
 //! Per case, exactly the path the edge runtime takes: `Study::open_files` with the config's
 //! channels → `Study::gather_stats` (pass 1, per-volume normalisation) → per slice
@@ -9,8 +9,8 @@
 //! `GridMap::image_to_model_nearest`. Nothing here re-implements preprocessing.
 //!
 //! Memory: `N · (C + 1) · H · W` values on the device (ISLES 2018: 502 slices of 5 × 160 × 160,
-//! about 260 MB in f32) plus the truth of every case on its original grid in host memory
-//! (`Σ nx · ny · nz` bytes, 33 MB for ISLES).
+//! about 260 MB in f32) plus the truth and the brain mask of every case on its original grid
+//! in host memory (`2 · Σ nx · ny · nz` bytes, 66 MB for ISLES).
 
 pub mod folds;
 pub mod sampler;
@@ -53,6 +53,9 @@ pub struct CaseData {
     pub voxel_volume_mm3: f64,
     /// Ground truth on the original grid, `[n_slices, ny, nx]`, 1 = lesion, 0 = background.
     pub truth: Vec<u8>,
+    /// The shared brain mask on the original grid, `[n_slices, ny, nx]`, 1 = brain: lesion
+    /// masks are restricted to it, in validation as in the edge runtime.
+    pub brain: Vec<u8>,
 }
 
 impl CaseData {
@@ -143,6 +146,8 @@ struct PreparedCase {
     labels: Vec<u8>,
     /// `[n_slices, ny, nx]` (empty without truth).
     truth: Vec<u8>,
+    /// `[n_slices, ny, nx]`: the brain mask of each slice.
+    brain: Vec<u8>,
 }
 
 /// Opens one case and runs the shared two-pass preprocessing over all its slices. With
@@ -191,9 +196,11 @@ fn prepare_case(
     let mut inputs = Vec::with_capacity(n_slices * n_channels * plane);
     let mut labels = Vec::with_capacity(if with_truth { n_slices * plane } else { 0 });
     let mut truth = Vec::with_capacity(if with_truth { n_slices * image_len } else { 0 });
+    let mut brain = Vec::with_capacity(n_slices * image_len);
     for slice_idx in 0..n_slices {
         preparer.prepare(&mut study, slice_idx, &mut model_input)?;
         inputs.extend_from_slice(&model_input);
+        brain.extend_from_slice(preparer.brain_mask());
         if with_truth {
             study.read_truth_slice(slice_idx, &mut truth_f32)?;
             for (t, &v) in truth_u8.iter_mut().zip(&truth_f32) {
@@ -214,6 +221,7 @@ fn prepare_case(
         inputs,
         labels,
         truth,
+        brain,
     })
 }
 
@@ -271,6 +279,7 @@ pub fn load_dataset(
             spacing_mm: prepared.spacing_mm,
             voxel_volume_mm3: prepared.voxel_volume_mm3,
             truth: prepared.truth,
+            brain: prepared.brain,
         });
         first_slice += prepared.n_slices;
     }

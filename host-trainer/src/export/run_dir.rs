@@ -16,8 +16,8 @@ use super::{
 };
 use crate::model::UNetConfig;
 use crate::run::{
-    BEST_CHECKPOINT, CHECKPOINT_DIR, LAST_CHECKPOINT, RUN_FILE as RUN_CONFIG_FILE,
-    RUN_SCHEMA_VERSION, RunConfig,
+    BEST_CHECKPOINT, CHECKPOINT_DIR, Evaluation, LAST_CHECKPOINT, RUN_FILE as RUN_CONFIG_FILE,
+    RUN_SCHEMA_VERSION, RunConfig, SplitInfo,
 };
 /// The fp32 model's file name in the output folder.
 pub const FP32_FILE: &str = "model.onnx";
@@ -40,16 +40,7 @@ struct RunFile {
     data_dir: Option<PathBuf>,
     git_revision: Option<String>,
     #[serde(default)]
-    split: Option<RunSplit>,
-}
-
-/// The part of `run.json`'s split the export reads.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct RunSplit {
-    #[serde(default)]
-    train_cases: Vec<String>,
-    #[serde(default)]
-    val_cases: Vec<String>,
+    split: Option<SplitInfo>,
 }
 
 impl ModelDescription {
@@ -169,9 +160,7 @@ fn read_run_file(run_dir: &Path) -> Result<RunFile, ExportError> {
 
 /// The held-out mean case Dice of the run's last checkpoint, from `evaluation.json`.
 fn last_checkpoint_dice(run_dir: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(run_dir.join(crate::run::EVALUATION_FILE)).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value.get("last")?.get("mean_dice")?.as_f64()
+    Evaluation::load(run_dir).ok()?.last.map(|l| l.mean_dice)
 }
 
 /// Exports a run: reads `run.json` and the checkpoint, checks they agree, writes the
