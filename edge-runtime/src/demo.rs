@@ -6,16 +6,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use strokeseg_io::IoError;
+use strokeseg_phantom::{CaseSummary, DatasetOptions};
 use strokeseg_shared::PreprocessConfig;
-use strokeseg_shared::io::IoError;
-use strokeseg_shared::phantom::{self, CaseSummary, DatasetOptions};
 
 use crate::EdgeError;
-use crate::evaluate::{Evaluation, evaluate};
+use crate::evaluate::evaluate;
 use crate::inspect::{StudySummary, inspect_study};
 use crate::model::{SegModel, embedded_model};
 use crate::report::{Method, Report};
 use crate::segment::{SegmentOptions, segment_to_dir};
+use strokeseg_eval::CaseEvaluation;
 
 /// What the demo produced.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ pub struct DemoOutcome {
     /// The segmentation report (outputs in the demo folder).
     pub report: Report,
     /// The mask scored against the phantom's truth.
-    pub evaluation: Evaluation,
+    pub evaluation: CaseEvaluation,
     /// Why the method was chosen, when it was not the default model.
     pub note: Option<String>,
 }
@@ -48,12 +49,13 @@ pub fn run_demo(
         seed,
         ..DatasetOptions::default()
     };
-    let case = phantom::generate_case(seed, case_index, &opts);
+    let case = strokeseg_phantom::generate_case(seed, case_index, &opts);
     let study_dir = out_dir.join("study");
     if study_dir.exists() {
         std::fs::remove_dir_all(&study_dir).map_err(|e| IoError::io(&study_dir, e))?;
     }
-    let phantom = phantom::write_case(&study_dir, &case, opts.first_file_id, false, false)?;
+    let phantom =
+        strokeseg_phantom::write_case(&study_dir, &case, opts.first_file_id, false, false)?;
     drop(case);
     let summary = inspect_study(&study_dir, &PreprocessConfig::default())?;
 

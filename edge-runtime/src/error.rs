@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use strokeseg_shared::io::IoError;
-use strokeseg_shared::model_meta::MetadataError;
+use strokeseg_io::IoError;
+use strokeseg_model::ModelFileError;
 use strokeseg_shared::postprocess::PostprocessError;
 
 /// Why a model cannot be used. Every variant names the model (file path or `embedded`).
@@ -15,62 +15,10 @@ pub enum ModelError {
         "no model: this build has no embedded default model (models/default/model.onnx was absent at build time); pass --model FILE or use --method threshold"
     )]
     NoModel,
-    /// The model file cannot be read.
-    #[error("{source_name}: {source}")]
-    Read {
-        /// The model file.
-        source_name: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The bytes are not an ONNX model (truncated, corrupt, not protobuf).
-    #[error("{source_name}: not a valid ONNX model: {reason}")]
-    Corrupt {
-        /// The model file.
-        source_name: String,
-        /// What the decoder said.
-        reason: String,
-    },
-    /// The model carries no `strokeseg.metadata` entry in `metadata_props`.
-    #[error(
-        "{source_name}: no strokeseg metadata (metadata_props key {key:?}); export the model with strokeseg-train export"
-    )]
-    NoMetadata {
-        /// The model file.
-        source_name: String,
-        /// The expected key.
-        key: &'static str,
-    },
-    /// The metadata entry is not valid JSON for `ModelMetadata`.
-    #[error("{source_name}: unreadable strokeseg metadata: {reason}")]
-    MetadataJson {
-        /// The model file.
-        source_name: String,
-        /// The JSON error.
-        reason: String,
-    },
-    /// The metadata is readable but inconsistent or of another version.
-    #[error("{source_name}: {source}")]
-    Metadata {
-        /// The model file.
-        source_name: String,
-        /// What `ModelMetadata::validate` refused.
-        #[source]
-        source: MetadataError,
-    },
-    /// The graph's input or output disagrees with the metadata.
-    #[error("{source_name}: {what}: metadata says {expected}, the graph has {got}")]
-    ShapeMismatch {
-        /// The model file.
-        source_name: String,
-        /// Which tensor (`input`, `output`).
-        what: &'static str,
-        /// What the metadata declares.
-        expected: String,
-        /// What the graph has.
-        got: String,
-    },
+    /// The model file cannot be read, is not ONNX, or breaks the strokeseg contract
+    /// (metadata, input and output); the shared model reader names the file.
+    #[error(transparent)]
+    File(#[from] ModelFileError),
     /// tract could not load, type or optimise the graph.
     #[error("{source_name}: cannot prepare the model for inference: {reason}")]
     Load {
@@ -158,6 +106,19 @@ impl EdgeError {
         EdgeError::Output {
             path: path.into(),
             source,
+        }
+    }
+
+    /// An error from writing an output: OS and serialisation errors become
+    /// [`EdgeError::Output`] (exit code 6), anything else stays an input error.
+    pub fn writing(e: IoError) -> Self {
+        match e {
+            IoError::Io { path, source } => EdgeError::Output { path, source },
+            IoError::Json { path, source } => EdgeError::Output {
+                path,
+                source: std::io::Error::other(source),
+            },
+            other => other.into(),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use strokeseg_shared::io::Study;
+use strokeseg_io::Study;
 use strokeseg_shared::{Modality, PreprocessConfig};
 
 use crate::EdgeError;
@@ -58,7 +58,7 @@ pub fn inspect_study(
     let mut out = Vec::with_capacity(channels.len());
     for (idx, &modality) in channels.iter().enumerate() {
         let file = files.require(modality)?.to_path_buf();
-        let (_, info) = strokeseg_shared::io::read_header(&file, &Default::default())?;
+        let (_, info) = strokeseg_io::read_header(&file, &Default::default())?;
         let hist = stats.volume.channel(idx).map(|c| &c.histogram);
         let pct = |p: f32| hist.and_then(|h| h.percentile(p)).unwrap_or(f32::NAN);
         out.push(ChannelSummary {

@@ -19,7 +19,6 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod evaluate;
-pub mod fixture;
 pub mod inspect;
 pub mod model;
 pub mod overlay;

@@ -15,9 +15,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use strokeseg_edge::config::EdgeConfig;
 use strokeseg_edge::demo::run_demo;
-use strokeseg_edge::evaluate::{Evaluation, evaluate};
+use strokeseg_edge::evaluate::evaluate;
 use strokeseg_edge::inspect::{StudySummary, inspect_study};
-use strokeseg_edge::model::{ModelInfo, SegModel, embedded_model_info, model_info};
+use strokeseg_edge::model::{SegModel, embedded_model_info, model_info};
 use strokeseg_edge::report::{Method, Report};
 use strokeseg_edge::segment::{
     DEFAULT_ALERT_THRESHOLD_ML, SegmentOptions, segment_to_dir, with_status,
@@ -25,6 +25,7 @@ use strokeseg_edge::segment::{
 use strokeseg_edge::status::{PIN_LOG_TARGET, open_pins};
 use strokeseg_edge::watch::{Shutdown, WatchSettings, Watcher};
 use strokeseg_edge::{EdgeError, ModelError};
+use strokeseg_eval::CaseEvaluation;
 use strokeseg_shared::PreprocessConfig;
 
 #[derive(Parser)]
@@ -146,7 +147,8 @@ enum Command {
         json: bool,
     },
     /// Print a model's metadata, inputs, outputs and size (default: the embedded model).
-    InfoModel {
+    #[command(alias = "info-model")]
+    ModelInfo {
         /// The ONNX file.
         file: Option<PathBuf>,
         /// Print JSON instead of text.
@@ -385,7 +387,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 print_evaluation(&e);
             }
         }
-        Command::InfoModel {
+        Command::ModelInfo {
             file,
             json: as_json,
         } => {
@@ -398,7 +400,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             if as_json {
                 json(&info)?;
             } else {
-                print_model_info(&info);
+                print!("{info}");
             }
         }
     }
@@ -436,6 +438,15 @@ fn print_report(r: &Report, out: &Path) {
         "lesion         {:.2} mL ({} voxels over {} slices)",
         r.lesion_volume_ml, r.lesion_voxels, r.n_slices
     );
+    if let Some(c) = &r.rule_comparison {
+        println!(
+            "rule beside    {:.2} mL by the threshold rule ({:+.2} mL, mask Dice {:.2}{})",
+            c.rule_volume_ml,
+            c.volume_difference_ml,
+            c.mask_dice,
+            if c.disagree { ", DISAGREE" } else { "" }
+        );
+    }
     println!(
         "alert          {} (threshold {:.0} mL)",
         if r.alert.triggered { "YES" } else { "no" },
@@ -451,7 +462,7 @@ fn print_report(r: &Report, out: &Path) {
     println!("outputs        {}", out.display());
 }
 
-fn print_evaluation(e: &Evaluation) {
+fn print_evaluation(e: &CaseEvaluation) {
     let m = &e.metrics;
     println!(
         "dice           {:.3} (precision {:.3}, recall {:.3})",
@@ -470,47 +481,4 @@ fn print_evaluation(e: &Evaluation) {
         mm(s.hausdorff95_mm),
         mm(s.assd_mm)
     );
-}
-
-fn print_model_info(i: &ModelInfo) {
-    let m = &i.metadata;
-    println!("model       {} {} ({})", m.name, m.version, m.precision);
-    println!("source      {}", i.source);
-    println!("size        {} bytes, sha256 {}", i.size_bytes, i.sha256);
-    println!(
-        "onnx        ir {} opsets {}",
-        i.ir_version,
-        i.opsets.join(", ")
-    );
-    for t in &i.inputs {
-        println!("input       {} {} {:?}", t.name, t.elem_type, t.shape);
-    }
-    for t in &i.outputs {
-        println!("output      {} {} {:?}", t.name, t.elem_type, t.shape);
-    }
-    let ch: Vec<&str> = m
-        .preprocess
-        .channels
-        .iter()
-        .map(|c| c.modality.isles_tag())
-        .collect();
-    println!(
-        "preprocess  channels {} at {} mm on {}×{}",
-        ch.join(", "),
-        m.preprocess.target_spacing_mm,
-        m.preprocess.input_height,
-        m.preprocess.input_width
-    );
-    println!(
-        "postprocess threshold {} min component {} mm²",
-        m.postprocess.threshold, m.postprocess.min_component_area_mm2
-    );
-    let ops: Vec<String> = i
-        .operators
-        .iter()
-        .map(|(o, n)| format!("{o}×{n}"))
-        .collect();
-    println!("operators   {}", ops.join(", "));
-    println!("arch        {}", m.architecture);
-    println!("trained on  {}", m.training.data);
 }

@@ -8,9 +8,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-use strokeseg_shared::model_meta::{METADATA_KEY, ModelMetadata};
+use strokeseg_model::{ModelFileError, ModelInfo};
+use strokeseg_shared::model_meta::ModelMetadata;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -24,42 +23,6 @@ static EMBEDDED_MODEL: Option<&[u8]> = None;
 /// The default model compiled into this binary, if the build found one.
 pub fn embedded_model() -> Option<&'static [u8]> {
     EMBEDDED_MODEL
-}
-
-/// A tensor of the graph as declared in the ONNX file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TensorInfo {
-    /// Tensor name.
-    pub name: String,
-    /// Element type (`float`, `uint8`, …).
-    pub elem_type: String,
-    /// Dimensions; `None` for a symbolic or unknown dimension.
-    pub shape: Vec<Option<i64>>,
-}
-
-/// What `info-model` prints: the metadata plus what the graph itself declares.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelInfo {
-    /// Where the model came from (a path or `embedded`).
-    pub source: String,
-    /// Size of the ONNX file, bytes.
-    pub size_bytes: usize,
-    /// SHA-256 of the ONNX bytes (hex).
-    pub sha256: String,
-    /// ONNX IR version.
-    pub ir_version: i64,
-    /// Operator sets (`domain:version`).
-    pub opsets: Vec<String>,
-    /// Producer name and version.
-    pub producer: String,
-    /// Graph inputs (initialisers excluded).
-    pub inputs: Vec<TensorInfo>,
-    /// Graph outputs.
-    pub outputs: Vec<TensorInfo>,
-    /// Operator types and how often each occurs.
-    pub operators: Vec<(String, usize)>,
-    /// The strokeseg metadata, validated.
-    pub metadata: ModelMetadata,
 }
 
 /// A validated, optimised model ready to run one slice at a time.
@@ -85,190 +48,25 @@ impl std::fmt::Debug for SegModel {
     }
 }
 
-fn elem_type_name(code: i32) -> String {
-    pb::tensor_proto::DataType::try_from(code)
-        .map(|t| t.as_str_name().to_ascii_lowercase())
-        .unwrap_or_else(|_| format!("type {code}"))
-}
-
-fn tensor_info(v: &pb::ValueInfoProto) -> TensorInfo {
-    let mut elem_type = String::from("unknown");
-    let mut shape = Vec::new();
-    if let Some(pb::type_proto::Value::TensorType(t)) =
-        v.r#type.as_ref().and_then(|t| t.value.as_ref())
-    {
-        elem_type = elem_type_name(t.elem_type);
-        if let Some(s) = &t.shape {
-            shape = s
-                .dim
-                .iter()
-                .map(|d| match d.value {
-                    Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
-                    _ => None,
-                })
-                .collect();
-        }
-    }
-    TensorInfo {
-        name: v.name.clone(),
-        elem_type,
-        shape,
-    }
-}
-
-fn fmt_shape(shape: &[Option<i64>]) -> String {
-    let dims: Vec<String> = shape
-        .iter()
-        .map(|d| d.map_or_else(|| "?".to_owned(), |v| v.to_string()))
-        .collect();
-    format!("[{}]", dims.join(", "))
-}
-
-/// Decodes, reads and validates a model without preparing it for inference.
+/// Decodes `bytes` and checks the strokeseg contract, without preparing for inference.
 fn inspect(bytes: &[u8], source: &str) -> Result<(pb::ModelProto, ModelInfo), ModelError> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &*bytes)
-        .map_err(|e| ModelError::Corrupt {
-            source_name: source.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
-    let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Corrupt {
-        source_name: source.to_owned(),
-        reason: "no graph".into(),
-    })?;
-    if graph.node.is_empty() {
-        return Err(ModelError::Corrupt {
-            source_name: source.to_owned(),
-            reason: "the graph has no nodes".into(),
-        });
-    }
-    let json = proto
-        .metadata_props
-        .iter()
-        .find(|p| p.key == METADATA_KEY)
-        .map(|p| p.value.as_str())
-        .ok_or_else(|| ModelError::NoMetadata {
-            source_name: source.to_owned(),
-            key: METADATA_KEY,
-        })?;
-    let metadata: ModelMetadata =
-        serde_json::from_str(json).map_err(|e| ModelError::MetadataJson {
-            source_name: source.to_owned(),
-            reason: e.to_string(),
-        })?;
-    metadata.validate().map_err(|e| ModelError::Metadata {
-        source_name: source.to_owned(),
-        source: e,
-    })?;
-
-    let initialisers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<TensorInfo> = graph
-        .input
-        .iter()
-        .filter(|i| !initialisers.contains(&i.name.as_str()))
-        .map(tensor_info)
-        .collect();
-    let outputs: Vec<TensorInfo> = graph.output.iter().map(tensor_info).collect();
-    let mismatch = |what, expected: String, got: String| ModelError::ShapeMismatch {
-        source_name: source.to_owned(),
-        what,
-        expected,
-        got,
-    };
-    let names = |ts: &[TensorInfo]| {
-        ts.iter()
-            .map(|t| format!("{} {}", t.name, fmt_shape(&t.shape)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let input = match inputs.as_slice() {
-        [only] if only.name == metadata.input_name => only,
-        _ => {
-            return Err(mismatch(
-                "graph inputs",
-                format!("one input {:?}", metadata.input_name),
-                names(&inputs),
-            ));
-        }
-    };
-    let want_in: Vec<Option<i64>> = metadata
-        .input_shape
-        .iter()
-        .map(|&d| Some(d as i64))
-        .collect();
-    let shape_agrees = input.shape.len() == 4
-        && input
-            .shape
-            .iter()
-            .zip(&want_in)
-            .all(|(got, want)| got.is_none() || got == want);
-    if !shape_agrees {
-        return Err(mismatch(
-            "input shape",
-            fmt_shape(&want_in),
-            fmt_shape(&input.shape),
-        ));
-    }
-    if input.elem_type != "float" {
-        return Err(mismatch(
-            "input type",
-            "float".into(),
-            input.elem_type.clone(),
-        ));
-    }
-    if !outputs.iter().any(|o| o.name == metadata.output_name) {
-        return Err(mismatch(
-            "graph outputs",
-            format!("an output {:?}", metadata.output_name),
-            names(&outputs),
-        ));
-    }
-
-    let mut ops: std::collections::BTreeMap<String, usize> = Default::default();
-    for n in &graph.node {
-        *ops.entry(n.op_type.clone()).or_default() += 1;
-    }
-    let info = ModelInfo {
-        source: source.to_owned(),
-        size_bytes: bytes.len(),
-        sha256: hex(&Sha256::digest(bytes)),
-        ir_version: proto.ir_version,
-        opsets: proto
-            .opset_import
-            .iter()
-            .map(|o| {
-                let domain = if o.domain.is_empty() {
-                    "ai.onnx"
-                } else {
-                    &o.domain
-                };
-                format!("{domain}:{}", o.version)
-            })
-            .collect(),
-        producer: format!("{} {}", proto.producer_name, proto.producer_version)
-            .trim()
-            .to_owned(),
-        inputs,
-        outputs,
-        operators: ops.into_iter().collect(),
-        metadata,
-    };
+    let (proto, info) = ModelInfo::from_bytes(bytes, source)?;
+    info.checked_metadata()?;
     Ok((proto, info))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads `path` whole (models are a few MB; the bytes are dropped once tract has its plan).
 fn read_model_file(path: &Path) -> Result<Vec<u8>, ModelError> {
-    std::fs::read(path).map_err(|e| ModelError::Read {
-        source_name: path.display().to_string(),
-        source: e,
+    std::fs::read(path).map_err(|e| {
+        ModelError::File(ModelFileError::Read {
+            source_name: path.display().to_string(),
+            source: e,
+        })
     })
 }
 
-/// The metadata, inputs, outputs and size of the model file at `path` (for `info-model`).
+/// The metadata, inputs, outputs and size of the model file at `path` (for `model-info`),
+/// checked against the contract the runtime loads by.
 pub fn model_info(path: &Path) -> Result<ModelInfo, ModelError> {
     let bytes = read_model_file(path)?;
     Ok(inspect(&bytes, &path.display().to_string())?.1)
@@ -306,7 +104,7 @@ impl SegModel {
     /// `[1, n_classes, H, W]`.
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<SegModel, ModelError> {
         let (proto, info) = inspect(bytes, source)?;
-        let metadata = info.metadata;
+        let metadata = info.checked_metadata()?.clone();
         let load = |e: TractError| ModelError::Load {
             source_name: source.to_owned(),
             reason: format!("{e:#}"),
@@ -343,12 +141,12 @@ impl SegModel {
         let want = [1, n_classes, shape[2], shape[3]];
         let got: Option<Vec<usize>> = fact.shape.as_concrete().map(<[usize]>::to_vec);
         if fact.datum_type != f32::datum_type() || got.as_deref() != Some(&want[..]) {
-            return Err(ModelError::ShapeMismatch {
+            return Err(ModelError::File(ModelFileError::ShapeMismatch {
                 source_name: source.to_owned(),
                 what: "output",
                 expected: format!("f32 {want:?}"),
                 got: format!("{:?} {:?}", fact.datum_type, fact.shape),
-            });
+            }));
         }
         let plan = model.into_runnable().map_err(load)?;
         let state = plan.spawn().map_err(load)?;
@@ -456,7 +254,7 @@ impl SegModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{FixtureOptions, Precision, fixture_model};
+    use strokeseg_model::fixture::{FixtureOptions, Precision, fixture_model};
 
     /// A `[5, H, W]` input with every pixel at the given normalised CBF and Tmax.
     fn uniform_input(model: &SegModel, cbf: f32, tmax: f32) -> Vec<f32> {

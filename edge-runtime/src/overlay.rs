@@ -1,5 +1,6 @@
 //! `overlay.png`: a montage of the study's slices, a perfusion map in grey with the lesion
-//! outline in red, for a person to look at. Slices run left to right, top to bottom
+//! outline in red and, for a model run, the threshold rule's outline in cyan (where it does
+//! not run along the model's), for a person to look at. Slices run left to right, top to bottom
 //! (slice 0 first); in each tile the image x axis runs to the right and the y axis up
 //! (row `ny − 1` at the top). No text is drawn (no fonts needed).
 //!
@@ -22,6 +23,8 @@ pub const MAX_COLUMNS: usize = 6;
 const GAP_PX: usize = 2;
 const BACKGROUND: [u8; 3] = [16, 16, 24];
 const OUTLINE: [u8; 3] = [255, 40, 40];
+/// The threshold rule's outline beside a model's (cyan: apart from red for every reader).
+const REFERENCE_OUTLINE: [u8; 3] = [40, 220, 255];
 
 /// Streams the montage to a PNG file.
 pub struct MontageWriter {
@@ -41,6 +44,8 @@ pub struct MontageWriter {
     band: Vec<u8>,
     /// Tile mask at tile resolution, reused.
     tile_mask: Vec<u8>,
+    /// The reference (threshold rule) mask at tile resolution, reused.
+    tile_reference: Vec<u8>,
     in_band: usize,
     slices_added: usize,
     n_slices: usize,
@@ -98,6 +103,7 @@ impl MontageWriter {
             stride,
             band: vec![0; (GAP_PX + tile_h) * stride * 3],
             tile_mask: vec![0; tile_w * tile_h],
+            tile_reference: vec![0; tile_w * tile_h],
             in_band: 0,
             slices_added: 0,
             n_slices,
@@ -115,8 +121,23 @@ impl MontageWriter {
     /// Adds the next slice: `grey` holds display values in `[0, 1]` and `mask` the lesion
     /// (non-zero), both `nx · ny`, x fastest.
     pub fn add_slice(&mut self, grey: &[f32], mask: &[u8]) -> Result<(), EdgeError> {
+        self.add_slice_with_reference(grey, mask, None)
+    }
+
+    /// [`MontageWriter::add_slice`] with a second, reference outline (the threshold rule's
+    /// mask beside a model's, `nx · ny`), drawn where the lesion outline is not.
+    pub fn add_slice_with_reference(
+        &mut self,
+        grey: &[f32],
+        mask: &[u8],
+        reference: Option<&[u8]>,
+    ) -> Result<(), EdgeError> {
         let n = self.nx * self.ny;
-        if grey.len() != n || mask.len() != n || self.slices_added >= self.n_slices {
+        if grey.len() != n
+            || mask.len() != n
+            || reference.is_some_and(|r| r.len() != n)
+            || self.slices_added >= self.n_slices
+        {
             return Err(EdgeError::output(
                 &self.path,
                 std::io::Error::new(
@@ -135,26 +156,29 @@ impl MontageWriter {
         for ty in 0..th {
             for tx in 0..tw {
                 self.tile_mask[ty * tw + tx] = u8::from(mask[src(tx, ty)] != 0);
+                self.tile_reference[ty * tw + tx] =
+                    reference.map_or(0, |r| u8::from(r[src(tx, ty)] != 0));
             }
         }
+        let is_edge = |tile: &[u8], tx: usize, ty: usize| {
+            let at = |x: isize, y: isize| {
+                x >= 0
+                    && y >= 0
+                    && (x as usize) < tw
+                    && (y as usize) < th
+                    && tile[y as usize * tw + x as usize] != 0
+            };
+            let (x, y) = (tx as isize, ty as isize);
+            at(x, y) && !(at(x - 1, y) && at(x + 1, y) && at(x, y - 1) && at(x, y + 1))
+        };
         let x0 = GAP_PX + self.in_band * (tw + GAP_PX);
         for ty in 0..th {
             let row = (GAP_PX + ty) * self.stride;
             for tx in 0..tw {
-                let lesion = self.tile_mask[ty * tw + tx] != 0;
-                let edge = lesion && {
-                    let at = |x: isize, y: isize| {
-                        x >= 0
-                            && y >= 0
-                            && (x as usize) < tw
-                            && (y as usize) < th
-                            && self.tile_mask[y as usize * tw + x as usize] != 0
-                    };
-                    let (x, y) = (tx as isize, ty as isize);
-                    !(at(x - 1, y) && at(x + 1, y) && at(x, y - 1) && at(x, y + 1))
-                };
-                let rgb = if edge {
+                let rgb = if is_edge(&self.tile_mask, tx, ty) {
                     OUTLINE
+                } else if is_edge(&self.tile_reference, tx, ty) {
+                    REFERENCE_OUTLINE
                 } else {
                     let g = (grey[src(tx, ty)].clamp(0.0, 1.0) * 255.0).round() as u8;
                     [g, g, g]
@@ -254,5 +278,44 @@ mod tests {
         assert_eq!(px(2 + 5, 2 + 4), [128, 128, 128]); // inside (y = 3)
         assert_eq!(px(2, 2), [128, 128, 128]);
         assert_eq!(px(0, 0), BACKGROUND);
+    }
+
+    #[test]
+    fn the_reference_outline_is_drawn_where_the_lesion_outline_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.png");
+        let (nx, ny) = (10, 8);
+        let mut w = MontageWriter::create(&path, nx, ny, 1).unwrap();
+        let grey = vec![0.5f32; nx * ny];
+        let (mut mask, mut rule) = (vec![0u8; nx * ny], vec![0u8; nx * ny]);
+        // Model: 3×3 at x 4..7, y 2..5; rule: 5×5 around it at x 3..8, y 1..6.
+        for y in 1..6 {
+            for x in 3..8 {
+                rule[y * nx + x] = 1;
+                if (2..5).contains(&y) && (4..7).contains(&x) {
+                    mask[y * nx + x] = 1;
+                }
+            }
+        }
+        assert!(
+            w.add_slice_with_reference(&grey, &mask, Some(&rule[1..]))
+                .is_err()
+        );
+        w.add_slice_with_reference(&grey, &mask, Some(&rule))
+            .unwrap();
+        w.finish().unwrap();
+        let decoder = png::Decoder::new(std::io::BufReader::new(File::open(&path).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let px = |x: usize, y: usize| {
+            let o = ((2 + ny - 1 - y) * info.width as usize + 2 + x) * 3;
+            [buf[o], buf[o + 1], buf[o + 2]]
+        };
+        assert_eq!(px(4, 2), OUTLINE); // the model's outline wins
+        assert_eq!(px(3, 1), REFERENCE_OUTLINE); // the rule's alone
+        assert_eq!(px(7, 5), REFERENCE_OUTLINE);
+        assert_eq!(px(5, 3), [128, 128, 128]); // inside both
+        assert_eq!(px(0, 0), [128, 128, 128]); // outside both
     }
 }

@@ -2,7 +2,6 @@
 //! lesion volume and per-slice areas, timings, warnings, the alert decision).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +69,57 @@ pub struct ThresholdSummary {
     pub min_component_area_mm2: f32,
 }
 
+/// When a model's and the threshold rule's lesion volumes are said to disagree: when they
+/// differ by more than `absolute_ml` *and* by more than `relative` of the larger volume.
+/// The defaults (10 mL and 50 %) keep small lesions' ordinary outline differences quiet and
+/// flag any disagreement large enough to move a study across a treatment limit (the
+/// DEFUSE 3 core limit is 70 mL): then the two read the maps differently and a person must
+/// look.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DisagreementMargin {
+    /// Smallest volume difference that counts, mL.
+    pub absolute_ml: f64,
+    /// Smallest difference relative to the larger of the two volumes that counts, 0–1.
+    pub relative: f64,
+}
+
+impl Default for DisagreementMargin {
+    fn default() -> Self {
+        DisagreementMargin {
+            absolute_ml: 10.0,
+            relative: 0.5,
+        }
+    }
+}
+
+impl DisagreementMargin {
+    /// Whether `model_ml` and `rule_ml` disagree beyond this margin.
+    pub fn disagree(&self, model_ml: f64, rule_ml: f64) -> bool {
+        let difference = (model_ml - rule_ml).abs();
+        difference > self.absolute_ml && difference > self.relative * model_ml.max(rule_ml)
+    }
+}
+
+/// A model run's lesion beside the classic threshold rule's on the same study, so a reader
+/// sees when the two part ways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleComparison {
+    /// The rule and the healthy reference it used (as `--method threshold` would).
+    pub rule: ThresholdSummary,
+    /// The rule's lesion volume, mL (what `--method threshold` reports).
+    pub rule_volume_ml: f64,
+    /// The model's lesion volume, mL (the report's `lesion_volume_ml`).
+    pub model_volume_ml: f64,
+    /// Model minus rule, mL.
+    pub volume_difference_ml: f64,
+    /// Dice between the model's and the rule's masks (1 when both are empty).
+    pub mask_dice: f64,
+    /// The margin the decision used.
+    pub margin: DisagreementMargin,
+    /// Whether the volumes disagree beyond `margin` (then `warnings` says so too).
+    pub disagree: bool,
+}
+
 /// Wall time per stage, milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
@@ -89,6 +139,9 @@ pub struct Timings {
     pub total_ms: f64,
     /// `inference_ms / n_slices`.
     pub inference_per_slice_ms: f64,
+    /// A model run: the threshold rule beside it (both passes), included in `total_ms`.
+    #[serde(default)]
+    pub rule_ms: f64,
 }
 
 /// The alert decision.
@@ -115,6 +168,10 @@ pub struct Report {
     pub model: Option<ModelSummary>,
     /// The rule, for `method = threshold`.
     pub threshold: Option<ThresholdSummary>,
+    /// For `method = model`: the threshold rule on the same study beside the model (absent
+    /// when the study lacks CBF or Tmax, with a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_comparison: Option<RuleComparison>,
     /// Lesion volume, mL (`lesion_voxels × voxel_volume_mm3 / 1000`).
     pub lesion_volume_ml: f64,
     /// Lesion voxels in the mask.
@@ -147,43 +204,26 @@ pub struct Report {
     pub software: String,
 }
 
-/// Writes `value` as pretty JSON to `path` through `<path>.tmp` (synced, then renamed).
-pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), EdgeError> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| EdgeError::output(path, std::io::Error::other(e)))?;
-    bytes.push(b'\n');
-    write_bytes_atomically(path, &bytes)
-}
-
-/// Writes `text` to `path` through `<path>.tmp` (synced, then renamed).
-pub fn write_text_atomically(path: &Path, text: &str) -> Result<(), EdgeError> {
-    write_bytes_atomically(path, text.as_bytes())
-}
-
-fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<(), EdgeError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(EdgeError::output(&tmp, e));
-    }
-    strokeseg_shared::io::publish_atomically(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        EdgeError::output(path, std::io::Error::other(e.to_string()))
-    })
-}
-
 /// Reads a `report.json`.
 pub fn read_report(path: &Path) -> Result<Report, EdgeError> {
-    let bytes = std::fs::read(path).map_err(|e| strokeseg_shared::io::IoError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| strokeseg_io::IoError::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| EdgeError::Study {
         path: path.to_path_buf(),
         reason: format!("not a strokeseg report: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disagreement_needs_both_margins() {
+        let m = DisagreementMargin::default();
+        assert!(m.disagree(60.0, 20.0)); // 40 mL apart, 67 % of 60
+        assert!(m.disagree(1.0, 12.0)); // 11 mL, 92 %
+        assert!(!m.disagree(100.0, 80.0)); // 20 mL but 20 %
+        assert!(!m.disagree(5.0, 0.0)); // 100 % but 5 mL
+        assert!(!m.disagree(0.0, 0.0));
+    }
 }

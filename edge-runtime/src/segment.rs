@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use strokeseg_io::atomic::{publish_atomically, write_json_atomically};
+use strokeseg_io::{Dtype, IoError, NiftiWriter, SlicePreparer, Study};
 use strokeseg_shared::brain_mask::compute_brain_mask;
-use strokeseg_shared::config::{ChannelSpec, Normalization};
-use strokeseg_shared::io::{
-    Dtype, GridTolerance, IoError, NiftiWriter, ReadLimits, SlicePreparer, Study, read_header,
-};
 use strokeseg_shared::metrics::volume_ml_from_voxels;
-use strokeseg_shared::perfusion_rule::{CoreRule, HealthyCbfStats, core_mask_slice};
+use strokeseg_shared::perfusion_rule::{
+    CoreRule, HealthyCbfStats, HealthyReference, core_mask_slice, rule_preprocess_config,
+};
 use strokeseg_shared::postprocess::{
     ComponentScratch, ComponentStats, PostprocessConfig, SliceMaskError, SliceMasker,
     remove_small_components,
@@ -37,8 +37,8 @@ use crate::EdgeError;
 use crate::model::SegModel;
 use crate::overlay::MontageWriter;
 use crate::report::{
-    Alert, MASK_FILE, Method, ModelSummary, OUTPUT_FILES, OVERLAY_FILE, REPORT_FILE, Report,
-    ThresholdSummary, Timings, write_json_atomically,
+    Alert, DisagreementMargin, MASK_FILE, Method, ModelSummary, OUTPUT_FILES, OVERLAY_FILE,
+    REPORT_FILE, Report, RuleComparison, ThresholdSummary, Timings,
 };
 
 /// Default alert threshold: the DEFUSE 3 core volume limit, mL.
@@ -56,6 +56,8 @@ pub struct SegmentOptions {
     pub threshold_postprocess: PostprocessConfig,
     /// Time spent loading the model, reported in the timings (ms).
     pub load_model_ms: f64,
+    /// When a model run's volume and the threshold rule's are reported as disagreeing.
+    pub disagreement: DisagreementMargin,
 }
 
 impl Default for SegmentOptions {
@@ -65,6 +67,7 @@ impl Default for SegmentOptions {
             core_rule: CoreRule::default(),
             threshold_postprocess: PostprocessConfig::default(),
             load_model_ms: 0.0,
+            disagreement: DisagreementMargin::default(),
         }
     }
 }
@@ -76,6 +79,17 @@ impl SegmentOptions {
             return Err(EdgeError::Settings {
                 path: PathBuf::from("alert_threshold_ml"),
                 reason: format!("{} must be finite and ≥ 0", self.alert_threshold_ml),
+            });
+        }
+        let m = self.disagreement;
+        if !(m.absolute_ml.is_finite() && m.absolute_ml >= 0.0 && (0.0..=1.0).contains(&m.relative))
+        {
+            return Err(EdgeError::Settings {
+                path: PathBuf::from("disagreement"),
+                reason: format!(
+                    "absolute_ml {} must be finite and ≥ 0, relative {} within 0–1",
+                    m.absolute_ml, m.relative
+                ),
             });
         }
         self.core_rule.validate()?;
@@ -125,24 +139,15 @@ pub fn publish_outputs(staging: &Path, out_dir: &Path) -> Result<(), EdgeError> 
     let mut published = Vec::new();
     for name in OUTPUT_FILES {
         let (from, to) = (staging.join(name), out_dir.join(name));
-        if let Err(e) = strokeseg_shared::io::publish_atomically(&from, &to) {
+        if let Err(e) = publish_atomically(&from, &to) {
             for p in &published {
                 let _ = std::fs::remove_file(p);
             }
-            return Err(EdgeError::output(&to, std::io::Error::other(e.to_string())));
+            return Err(EdgeError::writing(e));
         }
         published.push(to);
     }
     Ok(())
-}
-
-/// An error from writing an output: OS errors become [`EdgeError::Output`] (exit code 6),
-/// anything else stays an input error.
-fn writing(e: IoError) -> EdgeError {
-    match e {
-        IoError::Io { path, source } => EdgeError::Output { path, source },
-        other => other.into(),
-    }
 }
 
 fn elapsed_ms(t: Instant) -> f64 {
@@ -162,42 +167,27 @@ struct SliceOutputs {
 }
 
 impl SliceOutputs {
-    fn write(&mut self, display_raw: &[f32], mask: &[u8]) -> Result<(), EdgeError> {
+    /// Appends slice `mask` (and, for a model run, the rule's `reference` mask to the
+    /// overlay).
+    fn write(
+        &mut self,
+        display_raw: &[f32],
+        mask: &[u8],
+        reference: Option<&[u8]>,
+    ) -> Result<(), EdgeError> {
         let n = mask.iter().filter(|&&m| m != 0).count();
         self.lesion_voxels += n as u64;
         self.per_slice_area_mm2.push(n as f64 * self.pixel_area_mm2);
-        self.writer.write_slice_u8(mask).map_err(writing)?;
+        self.writer
+            .write_slice_u8(mask)
+            .map_err(EdgeError::writing)?;
         let (lo, hi) = self.display_range;
         let gain = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
         for (d, &x) in self.display.iter_mut().zip(display_raw) {
             *d = (x - lo) * gain;
         }
-        self.montage.add_slice(&self.display, mask)
-    }
-}
-
-/// The header the mask copies: the CT's when the case has one (checked to share the
-/// study's grid), else the study's reference image with a warning.
-fn mask_geometry(
-    study: &Study,
-    warnings: &mut Vec<String>,
-) -> Result<(nifti::NiftiHeader, PathBuf), EdgeError> {
-    match study.files().files.get(&Modality::Ct) {
-        Some(ct) => {
-            let (header, info) = read_header(ct, &ReadLimits::default())?;
-            study
-                .reference()
-                .check_same_grid(&info, GridTolerance::default())?;
-            Ok((header, ct.clone()))
-        }
-        None => {
-            let reference = study.reference().path.clone();
-            warnings.push(format!(
-                "no CT in the case: the mask uses the grid of {}",
-                reference.display()
-            ));
-            Ok((study.reference_header().clone(), reference))
-        }
+        self.montage
+            .add_slice_with_reference(&self.display, mask, reference)
     }
 }
 
@@ -232,6 +222,7 @@ pub fn segment_study(
             run_model(
                 case_dir,
                 model,
+                options,
                 staging,
                 cancel,
                 &mut timings,
@@ -252,7 +243,7 @@ pub fn segment_study(
     let n_slices = out.per_slice_area_mm2.len();
     let voxel_volume_mm3 = run.voxel_volume_mm3;
     let lesion_volume_ml = volume_ml_from_voxels(out.lesion_voxels, voxel_volume_mm3);
-    out.writer.finish().map_err(writing)?;
+    out.writer.finish().map_err(EdgeError::writing)?;
     out.montage.finish()?;
     for (modality, &n) in &run.non_finite {
         if n > 0 {
@@ -261,6 +252,35 @@ pub fn segment_study(
             ));
         }
     }
+    let rule_comparison = run.rule.map(|tally| {
+        let rule_volume_ml = volume_ml_from_voxels(tally.rule_voxels, voxel_volume_mm3);
+        let total = out.lesion_voxels + tally.rule_voxels;
+        let mask_dice = if total == 0 {
+            1.0
+        } else {
+            2.0 * tally.both_voxels as f64 / total as f64
+        };
+        let margin = options.disagreement;
+        let disagree = margin.disagree(lesion_volume_ml, rule_volume_ml);
+        if disagree {
+            warnings.push(format!(
+                "the model ({lesion_volume_ml:.1} mL) and the threshold rule \
+                 ({rule_volume_ml:.1} mL) disagree by more than {} mL and {:.0} % of the \
+                 larger volume (mask Dice {mask_dice:.2}): review the perfusion maps",
+                margin.absolute_ml,
+                margin.relative * 100.0
+            ));
+        }
+        RuleComparison {
+            rule: tally.summary,
+            rule_volume_ml,
+            model_volume_ml: lesion_volume_ml,
+            volume_difference_ml: lesion_volume_ml - rule_volume_ml,
+            mask_dice,
+            margin,
+            disagree,
+        }
+    });
     timings.write_ms += elapsed_ms(t_write);
     timings.total_ms = elapsed_ms(t_total);
     timings.inference_per_slice_ms = timings.inference_ms / n_slices.max(1) as f64;
@@ -275,6 +295,7 @@ pub fn segment_study(
         method,
         model: run.model,
         threshold: run.threshold,
+        rule_comparison,
         lesion_volume_ml,
         lesion_voxels: out.lesion_voxels,
         voxel_volume_mm3,
@@ -294,7 +315,7 @@ pub fn segment_study(
         outputs: OUTPUT_FILES.iter().map(|s| (*s).to_owned()).collect(),
         software: format!("strokeseg-edge {}", env!("CARGO_PKG_VERSION")),
     };
-    write_json_atomically(&staging.join(REPORT_FILE), &report)?;
+    write_json_atomically(&staging.join(REPORT_FILE), &report).map_err(EdgeError::writing)?;
     Ok(report)
 }
 
@@ -303,11 +324,22 @@ struct MethodRun {
     outputs: SliceOutputs,
     model: Option<ModelSummary>,
     threshold: Option<ThresholdSummary>,
+    /// A model run: the threshold rule run beside it.
+    rule: Option<RuleTally>,
     non_finite: BTreeMap<String, usize>,
     voxel_volume_mm3: f64,
     dims: [usize; 3],
     spacing_mm: [f32; 3],
     geometry_from: PathBuf,
+}
+
+/// The threshold rule's mask beside a model's, counted over the study.
+struct RuleTally {
+    summary: ThresholdSummary,
+    /// Voxels in the rule's mask.
+    rule_voxels: u64,
+    /// Voxels in both the rule's and the model's mask.
+    both_voxels: u64,
 }
 
 /// Opens the outputs in `staging` for a study of `study`'s grid.
@@ -317,11 +349,17 @@ fn open_outputs(
     display_range: (f32, f32),
     warnings: &mut Vec<String>,
 ) -> Result<(SliceOutputs, PathBuf, [f32; 3]), EdgeError> {
-    let (header, geometry_from) = mask_geometry(study, warnings)?;
+    let grid = study.mask_grid()?;
+    if !grid.from_ct {
+        warnings.push(format!(
+            "no CT in the case: the mask uses the grid of {}",
+            grid.path.display()
+        ));
+    }
     let (nx, ny) = study.slice_shape();
     let spacing = study.spacing_mm();
-    let writer =
-        NiftiWriter::create(&staging.join(MASK_FILE), &header, Dtype::U8).map_err(writing)?;
+    let writer = NiftiWriter::create(&staging.join(MASK_FILE), &grid.header, Dtype::U8)
+        .map_err(EdgeError::writing)?;
     let montage = MontageWriter::create(&staging.join(OVERLAY_FILE), nx, ny, study.n_slices())?;
     Ok((
         SliceOutputs {
@@ -334,7 +372,7 @@ fn open_outputs(
             lesion_voxels: 0,
             components: ComponentStats::default(),
         },
-        geometry_from,
+        grid.path,
         spacing,
     ))
 }
@@ -369,6 +407,7 @@ fn core_error(case_dir: &Path, source: strokeseg_shared::CoreError) -> EdgeError
 fn run_model(
     case_dir: &Path,
     model: &mut SegModel,
+    options: &SegmentOptions,
     staging: &Path,
     cancel: &AtomicBool,
     timings: &mut Timings,
@@ -384,6 +423,22 @@ fn run_model(
     let mut study = Study::open(case_dir, &channels, false)?;
     let stats = study.gather_stats(config)?;
     timings.pass1_stats_ms += elapsed_ms(t);
+
+    // The classic rule beside the model, so the report can say when they part ways. A study
+    // the rule cannot read (no CBF or Tmax, no healthy tissue) is still segmented.
+    let t = Instant::now();
+    let mut rule = match RulePass::gather(case_dir, options, cancel) {
+        Ok(pass) => Some(pass),
+        Err(EdgeError::Interrupted) => return Err(EdgeError::Interrupted),
+        Err(e) => {
+            warnings.push(format!(
+                "the threshold rule could not run beside the model: {}",
+                strokeseg_shared::error::chain_message([&e as &(dyn std::error::Error + 'static)])
+            ));
+            None
+        }
+    };
+    timings.rule_ms += elapsed_ms(t);
 
     let geom = slice_geometry(&study);
     let mut preparer = SlicePreparer::new(&study, config, stats.norm.clone())?;
@@ -405,6 +460,8 @@ fn run_model(
     let mut input = vec![0f32; model.input_len()];
     let mut logits = vec![0f32; model.n_classes() * w * h];
     let mut mask = vec![0u8; n];
+    let mut rule_mask = vec![0u8; n];
+    let (mut rule_voxels, mut both_voxels) = (0u64, 0u64);
     let mut masker = SliceMasker::new(map, post);
 
     for z in 0..study.n_slices() {
@@ -428,7 +485,23 @@ fn run_model(
         timings.postprocess_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        outputs.write(preparer.raw_channel(display_idx).unwrap_or(&[]), &mask)?;
+        if let Some(pass) = rule.as_mut() {
+            pass.read_slice(case_dir, z)?;
+            pass.core_mask(case_dir, &mut rule_mask)?;
+            pass.clean(&mut rule_mask)?;
+            for (&m, &r) in mask.iter().zip(&rule_mask) {
+                rule_voxels += u64::from(r != 0);
+                both_voxels += u64::from(r != 0 && m != 0);
+            }
+        }
+        timings.rule_ms += elapsed_ms(t);
+
+        let t = Instant::now();
+        outputs.write(
+            preparer.raw_channel(display_idx).unwrap_or(&[]),
+            &mask,
+            rule.as_ref().map(|_| rule_mask.as_slice()),
+        )?;
         timings.write_ms += elapsed_ms(t);
     }
     let non_finite = channels
@@ -448,6 +521,11 @@ fn run_model(
             postprocess: post,
         }),
         threshold: None,
+        rule: rule.map(|pass| RuleTally {
+            summary: pass.summary(),
+            rule_voxels,
+            both_voxels,
+        }),
         non_finite,
         voxel_volume_mm3: reference.voxel_volume_mm3(),
         dims: [reference.nx(), reference.ny(), reference.nz()],
@@ -456,20 +534,132 @@ fn run_model(
     })
 }
 
-/// The two channels the threshold rule reads, with the default brain-mask rule.
-fn threshold_config() -> PreprocessConfig {
-    let mut config = PreprocessConfig {
-        channels: Default::default(),
-        ..PreprocessConfig::default()
-    };
-    for modality in [Modality::Cbf, Modality::Tmax] {
-        // Two channels always fit.
-        let _ = config.channels.push(ChannelSpec {
-            modality,
-            norm: Normalization::ROBUST,
-        });
+/// The threshold rule over one study, reading only CBF and Tmax: [`RulePass::gather`] is
+/// pass 1 (brain statistics and the healthy reference), then per slice
+/// [`RulePass::read_slice`], [`RulePass::core_mask`] and [`RulePass::clean`]. The threshold
+/// method runs it alone; a model run runs it beside the model for the comparison in the
+/// report. Memory: four slice buffers and the two component-label buffers, sized once.
+struct RulePass {
+    study: Study,
+    rule: CoreRule,
+    post: PostprocessConfig,
+    config: PreprocessConfig,
+    reference: HealthyReference,
+    volume: VolumeStats,
+    non_finite: [usize; 2],
+    nx: usize,
+    ny: usize,
+    min_area_px: u32,
+    cbf: Vec<f32>,
+    tmax: Vec<f32>,
+    brain: Vec<u8>,
+    labels: Vec<u32>,
+    parent: Vec<u32>,
+}
+
+impl RulePass {
+    /// Opens CBF and Tmax of `case_dir` and runs pass 1.
+    fn gather(
+        case_dir: &Path,
+        options: &SegmentOptions,
+        cancel: &AtomicBool,
+    ) -> Result<RulePass, EdgeError> {
+        let rule = options.core_rule;
+        let post = options.threshold_postprocess;
+        let config = rule_preprocess_config();
+        let mut study = Study::open(case_dir, &[Modality::Cbf, Modality::Tmax], false)?;
+        let geom = slice_geometry(&study);
+        let n = geom.len();
+        let (mut cbf, mut tmax) = (vec![0f32; n], vec![0f32; n]);
+        let mut brain = vec![0u8; n];
+        let mut non_finite = [0usize; 2];
+        let mut volume = VolumeStats::new(2).map_err(|e| core_error(case_dir, e))?;
+        let mut healthy = HealthyCbfStats::default();
+        for z in 0..study.n_slices() {
+            check_cancel(cancel)?;
+            non_finite[0] += study.read_channel_slice(0, z, &mut cbf)?.non_finite;
+            non_finite[1] += study.read_channel_slice(1, z, &mut tmax)?.non_finite;
+            compute_brain_mask(&config, &[&cbf, &tmax], &mut brain)
+                .map_err(|e| core_error(case_dir, e))?;
+            volume
+                .add_slice(&[&cbf, &tmax], &brain)
+                .map_err(|e| core_error(case_dir, e))?;
+            healthy
+                .add_slice(&rule, &cbf, &tmax, &brain, geom.nx)
+                .map_err(|e| core_error(case_dir, e))?;
+        }
+        if volume.brain_voxels() == 0 {
+            return Err(core_error(
+                case_dir,
+                strokeseg_shared::CoreError::NoBrainVoxels {
+                    modality: Modality::Cbf,
+                },
+            ));
+        }
+        let reference = healthy
+            .reference(&rule)
+            .map_err(|e| core_error(case_dir, e))?;
+        Ok(RulePass {
+            study,
+            rule,
+            post,
+            config,
+            reference,
+            volume,
+            non_finite,
+            nx: geom.nx,
+            ny: geom.ny,
+            min_area_px: post.min_area_px(geom.spacing_x_mm, geom.spacing_y_mm),
+            cbf,
+            tmax,
+            brain,
+            labels: vec![0u32; n],
+            parent: vec![0u32; n],
+        })
     }
-    config
+
+    /// Reads slice `z` of CBF and Tmax and its brain mask.
+    fn read_slice(&mut self, case_dir: &Path, z: usize) -> Result<(), EdgeError> {
+        self.study.read_channel_slice(0, z, &mut self.cbf)?;
+        self.study.read_channel_slice(1, z, &mut self.tmax)?;
+        compute_brain_mask(&self.config, &[&self.cbf, &self.tmax], &mut self.brain)
+            .map(|_| ())
+            .map_err(|e| core_error(case_dir, e))
+    }
+
+    /// The rule's core mask of the slice last read, into `mask` (`nx · ny`).
+    fn core_mask(&self, case_dir: &Path, mask: &mut [u8]) -> Result<(), EdgeError> {
+        core_mask_slice(
+            &self.rule,
+            &self.reference,
+            &self.cbf,
+            &self.tmax,
+            &self.brain,
+            mask,
+        )
+        .map(|_| ())
+        .map_err(|e| core_error(case_dir, e))
+    }
+
+    /// Removes components of `mask` smaller than the threshold method's minimum area.
+    fn clean(&mut self, mask: &mut [u8]) -> Result<ComponentStats, EdgeError> {
+        Ok(remove_small_components(
+            mask,
+            self.nx,
+            self.ny,
+            self.min_area_px,
+            self.post.connectivity,
+            &mut ComponentScratch::new(&mut self.labels, &mut self.parent),
+        )?)
+    }
+
+    fn summary(&self) -> ThresholdSummary {
+        ThresholdSummary {
+            rule: self.rule,
+            reference: self.reference,
+            min_component_area_mm2: self.post.min_component_area_mm2,
+        }
+    }
 }
 
 fn run_threshold(
@@ -480,92 +670,42 @@ fn run_threshold(
     timings: &mut Timings,
     warnings: &mut Vec<String>,
 ) -> Result<MethodRun, EdgeError> {
-    let rule = options.core_rule;
-    let post = options.threshold_postprocess;
-    let config = threshold_config();
     let t = Instant::now();
-    let mut study = Study::open(case_dir, &[Modality::Cbf, Modality::Tmax], false)?;
-    let geom = slice_geometry(&study);
-    let n = geom.len();
-    let (mut cbf, mut tmax) = (vec![0f32; n], vec![0f32; n]);
-    let mut brain = vec![0u8; n];
-    let mut non_finite = [0usize; 2];
-    let mut volume = VolumeStats::new(2).map_err(|e| core_error(case_dir, e))?;
-    let mut healthy = HealthyCbfStats::default();
-    for z in 0..study.n_slices() {
-        check_cancel(cancel)?;
-        non_finite[0] += study.read_channel_slice(0, z, &mut cbf)?.non_finite;
-        non_finite[1] += study.read_channel_slice(1, z, &mut tmax)?.non_finite;
-        compute_brain_mask(&config, &[&cbf, &tmax], &mut brain)
-            .map_err(|e| core_error(case_dir, e))?;
-        volume
-            .add_slice(&[&cbf, &tmax], &brain)
-            .map_err(|e| core_error(case_dir, e))?;
-        healthy
-            .add_slice(&rule, &cbf, &tmax, &brain, geom.nx)
-            .map_err(|e| core_error(case_dir, e))?;
-    }
-    if volume.brain_voxels() == 0 {
-        return Err(core_error(
-            case_dir,
-            strokeseg_shared::CoreError::NoBrainVoxels {
-                modality: Modality::Cbf,
-            },
-        ));
-    }
-    let reference = healthy
-        .reference(&rule)
-        .map_err(|e| core_error(case_dir, e))?;
+    let mut pass = RulePass::gather(case_dir, options, cancel)?;
     timings.pass1_stats_ms += elapsed_ms(t);
 
-    let range = display_range(volume.channel(0).map(|c| &c.histogram));
-    let (mut outputs, geometry_from, spacing_mm) = open_outputs(&study, staging, range, warnings)?;
-    let mut mask = vec![0u8; n];
-    let mut labels = vec![0u32; n];
-    let mut parent = vec![0u32; n];
-    let min_area_px = post.min_area_px(geom.spacing_x_mm, geom.spacing_y_mm);
-    for z in 0..study.n_slices() {
+    let range = display_range(pass.volume.channel(0).map(|c| &c.histogram));
+    let (mut outputs, geometry_from, spacing_mm) =
+        open_outputs(&pass.study, staging, range, warnings)?;
+    let mut mask = vec![0u8; pass.nx * pass.ny];
+    for z in 0..pass.study.n_slices() {
         check_cancel(cancel)?;
         let t = Instant::now();
-        study.read_channel_slice(0, z, &mut cbf)?;
-        study.read_channel_slice(1, z, &mut tmax)?;
-        compute_brain_mask(&config, &[&cbf, &tmax], &mut brain)
-            .map_err(|e| core_error(case_dir, e))?;
+        pass.read_slice(case_dir, z)?;
         timings.preprocess_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        core_mask_slice(&rule, &reference, &cbf, &tmax, &brain, &mut mask)
-            .map_err(|e| core_error(case_dir, e))?;
+        pass.core_mask(case_dir, &mut mask)?;
         timings.inference_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        let c = remove_small_components(
-            &mut mask,
-            geom.nx,
-            geom.ny,
-            min_area_px,
-            post.connectivity,
-            &mut ComponentScratch::new(&mut labels, &mut parent),
-        )?;
+        let c = pass.clean(&mut mask)?;
         outputs.components.merge(c);
         timings.postprocess_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        outputs.write(&cbf, &mask)?;
+        outputs.write(&pass.cbf, &mask, None)?;
         timings.write_ms += elapsed_ms(t);
     }
-    let r = study.reference();
+    let r = pass.study.reference();
     Ok(MethodRun {
         outputs,
         model: None,
-        threshold: Some(ThresholdSummary {
-            rule,
-            reference,
-            min_component_area_mm2: post.min_component_area_mm2,
-        }),
+        threshold: Some(pass.summary()),
+        rule: None,
         non_finite: [Modality::Cbf, Modality::Tmax]
             .iter()
-            .zip(non_finite)
+            .zip(pass.non_finite)
             .map(|(m, n)| (m.isles_tag().to_owned(), n))
             .collect(),
         voxel_volume_mm3: r.voxel_volume_mm3(),

@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use strokeseg_io::atomic::write_atomically;
+
 use crate::EdgeError;
 use crate::config::WatchDirs;
 use crate::model::SegModel;
@@ -375,7 +377,8 @@ impl Watcher {
                     e.exit_code(),
                     exit_code_meaning(e.exit_code())
                 );
-                crate::report::write_text_atomically(&study.join(ERROR_FILE), &text)?;
+                write_atomically(&study.join(ERROR_FILE), text.as_bytes())
+                    .map_err(EdgeError::writing)?;
                 self.archive(&study, &d.failed, name)?;
                 self.status.fail();
                 summary.failed += 1;

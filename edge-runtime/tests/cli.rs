@@ -4,24 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use strokeseg_phantom::DatasetOptions;
 
-use strokeseg_shared::phantom::{self, DatasetOptions};
-
-fn edge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strokeseg-edge"))
-        .args(args)
-        .output()
-        .expect("run strokeseg-edge")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::{edge, file_of, text};
 
 /// Writes phantom case 0 of seed 11 into `dir/case_1`.
 fn phantom_case(dir: &Path) -> PathBuf {
@@ -31,25 +17,10 @@ fn phantom_case(dir: &Path) -> PathBuf {
         max_slices: 4,
         ..DatasetOptions::default()
     };
-    let case = phantom::generate_case(opts.seed, 0, &opts);
+    let case = strokeseg_phantom::generate_case(opts.seed, 0, &opts);
     let case_dir = dir.join("case_1");
-    phantom::write_case(&case_dir, &case, 100, false, false).unwrap();
+    strokeseg_phantom::write_case(&case_dir, &case, 100, false, false).unwrap();
     case_dir
-}
-
-fn file_of(case_dir: &Path, tag: &str) -> PathBuf {
-    let sub = std::fs::read_dir(case_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .contains(&format!(".O.{tag}."))
-        })
-        .unwrap();
-    let name = sub.file_name().unwrap().to_string_lossy().to_string();
-    sub.join(format!("{name}.nii"))
 }
 
 #[test]

@@ -9,8 +9,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use strokeseg_edge::fixture::FixtureOptions;
 use strokeseg_edge::report::{REPORT_FILE, Report};
+use strokeseg_model::fixture::FixtureOptions;
 
 fn case(dir: &Path) -> PathBuf {
     phantom_case(dir, "case_1", &phantom_opts(31, 3), 0, false).0
@@ -105,8 +105,8 @@ fn bad_models_exit_5_and_leave_nothing() {
         refused(&[c], &out, 5, &["no model", "--method threshold"]);
     }
 
-    // info-model reports the same problems.
-    let o = edge(&["info-model", n]);
+    // model-info reports the same problems (and answers to its old spelling, info-model).
+    let o = edge(&["model-info", n]);
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     let o = edge(&[
         "info-model",

@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use common::*;
 use strokeseg_edge::report::{MASK_FILE, OUTPUT_FILES, REPORT_FILE, Report};
-use strokeseg_shared::io::NiftiVolumeReader;
+use strokeseg_io::NiftiVolumeReader;
 
 /// Address-space limit of every emulated run unless `STROKESEG_HIL_MEMORY_LIMIT_BYTES` says
 /// otherwise: the edge box's budget for one study.

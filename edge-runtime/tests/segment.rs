@@ -15,7 +15,7 @@ use std::path::Path;
 
 use common::*;
 use strokeseg_edge::report::{MASK_FILE, OVERLAY_FILE, REPORT_FILE, Report};
-use strokeseg_shared::io::{NiftiVolumeReader, ReadLimits, read_header};
+use strokeseg_io::{NiftiVolumeReader, ReadLimits, read_header};
 
 /// Mean Dice floor of the fixture model on the phantom cases below.
 const MODEL_DICE_FLOOR: f64 = 0.45;

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-use strokeseg_edge::model::{ModelInfo, embedded_model, embedded_model_info, model_info};
+use strokeseg_edge::model::{embedded_model, embedded_model_info, model_info};
+use strokeseg_model::{ModelInfo, sha256_hex};
 use strokeseg_shared::PreprocessConfig;
 use strokeseg_shared::config::PREPROCESS_VERSION;
 
@@ -19,13 +19,6 @@ fn model_dir() -> PathBuf {
         .join("..")
         .join("models")
         .join("default")
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// `SHA256SUMS` as file name → hex digest (`sha256sum` format: `HEX  NAME`).
@@ -48,8 +41,11 @@ fn sha256sums() -> Result<BTreeMap<String, String>, Box<dyn std::error::Error>> 
     Ok(sums)
 }
 
+#[allow(clippy::panic)] // a test helper: failing is its job
 fn assert_matches_this_build(info: &ModelInfo) {
-    let meta = &info.metadata;
+    let Some(meta) = &info.metadata else {
+        panic!("{}: no metadata", info.source);
+    };
     assert_eq!(
         meta.preprocess.version, PREPROCESS_VERSION,
         "{}: made for preprocessing version {}, this build is {PREPROCESS_VERSION}: retrain \

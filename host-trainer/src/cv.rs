@@ -1,4 +1,6 @@
-//! The cross-validation summary: per-fold held-out results, their mean ± sample standard
+//! Patient-grouped k-fold cross-validation: the settings (`cv.json`), the fold loop
+//! ([`cross_validate`]: every fold in turn in `fold_K/`, finished folds kept, an interrupted
+//! one resumed), and the summary: per-fold held-out results, their mean ± sample standard
 //! deviation across folds, and the mean over all held-out cases pooled, written as
 //! `cv_summary.json` and Markdown tables `cv_summary.md`.
 //!
@@ -8,16 +10,24 @@
 //! absolute volume difference, and the surface distances (Hausdorff distance, HD95, ASSD, mm),
 //! which are averaged over the cases where they are finite, the cases with exactly one empty
 //! mask (infinite distances) being counted. The pooled cases also get the full shared
-//! `evaluation::Summary` (mean ± sd, median, min, max of every metric).
+//! `strokeseg_eval::Summary` (mean ± sd, median, min, max of every metric); every figure
+//! comes from the shared summaries (`Summary`, `MetricSummary`), the records here only lay
+//! them out for the files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strokeseg_shared::evaluation::{MetricSummary, Summary};
+use strokeseg_eval::{MetricSummary, Summary};
+use strokeseg_io::atomic::{write_atomically, write_json_atomically};
+use strokeseg_shared::PreprocessConfig;
+use strokeseg_shared::postprocess::PostprocessConfig;
+use tch::Device;
 
-use crate::error::{TrainError, write_atomically, write_json};
-use crate::eval::{CaseEvaluation, EvalSummary, shared_summary};
-use crate::run::Evaluation;
+use crate::data::LoadedDataset;
+use crate::error::{TrainError, read_json};
+use crate::model::UNetConfig;
+use crate::run::{RunConfig, RunEvaluation, RunPaths, TrainConfig, Validation};
+use crate::train::{RunSpec, RunStart, TrainControl, TrainOutcome, TrainState, train_or_resume};
 
 /// `RUN/cv.json`: the settings of a cross-validation command, for `--resume`.
 pub const CV_FILE: &str = "cv.json";
@@ -26,7 +36,125 @@ pub const CV_SUMMARY_JSON: &str = "cv_summary.json";
 /// `RUN/cv_summary.md`.
 pub const CV_SUMMARY_MD: &str = "cv_summary.md";
 
-/// Mean and sample standard deviation (n − 1; 0 for a single value).
+/// `RUN/cv.json`: the settings of a cross-validation command, for `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvSettings {
+    /// The dataset folder as given (absolute).
+    pub data_dir: PathBuf,
+    /// Patient grouping ([`crate::run::grouping_label`]).
+    pub grouping: String,
+    /// Number of folds.
+    pub n_folds: u32,
+    /// Seed of every fold.
+    pub seed: u64,
+    /// The network's shape.
+    pub unet: UNetConfig,
+    /// The preprocessing of the data.
+    pub preprocess: PreprocessConfig,
+    /// Postprocessing for validation.
+    pub postprocess: PostprocessConfig,
+    /// Every training hyper-parameter.
+    pub train: TrainConfig,
+}
+
+impl CvSettings {
+    /// Reads `out_dir/cv.json`.
+    pub fn load(out_dir: &Path) -> Result<CvSettings, TrainError> {
+        read_json(&out_dir.join(CV_FILE))
+    }
+
+    /// Writes `out_dir/cv.json` atomically.
+    pub fn save(&self, out_dir: &Path) -> Result<(), TrainError> {
+        Ok(write_json_atomically(&out_dir.join(CV_FILE), self)?)
+    }
+
+    /// The run of fold `fold`, on data described by `data_label` (for the model card).
+    pub fn fold_spec(&self, fold: u32, data_label: &str) -> RunSpec {
+        RunSpec {
+            data_dir: self.data_dir.clone(),
+            grouping: self.grouping.clone(),
+            data_label: data_label.to_owned(),
+            unet: self.unet,
+            postprocess: self.postprocess,
+            train: self.train.clone(),
+            seed: self.seed,
+            n_folds: self.n_folds,
+            fold: Some(fold),
+        }
+    }
+}
+
+/// How [`cross_validate`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CvOutcome {
+    /// Every fold finished; the summary (boxed: it holds every pooled case's metrics) is
+    /// written.
+    Finished(Box<CvSummary>),
+    /// A fold stopped early with a checkpoint: continue with `cv --resume`.
+    Interrupted,
+}
+
+/// Trains the folds of `settings` in turn, fold K in `out_dir/fold_K` on `data` (loaded with
+/// the settings' grouping and preprocessing): a finished fold is kept, an interrupted one
+/// resumed, a missing one started ([`train_or_resume`]). `data_label` describes the data for
+/// the model card; `on_fold` sees each fold's folder and outcome when it ends. Stops at the
+/// first interrupted fold; after the last, writes `cv_summary.json` and `cv_summary.md`.
+pub fn cross_validate(
+    out_dir: &Path,
+    settings: &CvSettings,
+    data: &LoadedDataset,
+    data_label: &str,
+    device: Device,
+    control: &TrainControl,
+    on_fold: &mut dyn FnMut(&Path, &TrainOutcome),
+) -> Result<CvOutcome, TrainError> {
+    let mut evaluations = Vec::with_capacity(settings.n_folds as usize);
+    for fold in 0..settings.n_folds {
+        let fold_dir = out_dir.join(format!("fold_{fold}"));
+        let outcome = train_fold(&fold_dir, fold, settings, data, data_label, device, control)
+            .map_err(|e| TrainError::Fold {
+                fold,
+                source: Box::new(e),
+            })?;
+        on_fold(&fold_dir, &outcome);
+        match outcome {
+            TrainOutcome::Finished(evaluation) => evaluations.push((fold, *evaluation)),
+            TrainOutcome::Interrupted { .. } => return Ok(CvOutcome::Interrupted),
+        }
+    }
+    let summary = summarize(&evaluations, settings.train.loss.kind.name(), settings.seed);
+    write_summary(out_dir, &summary)?;
+    Ok(CvOutcome::Finished(Box::new(summary)))
+}
+
+/// Fold `fold` in `fold_dir`: its stored evaluation when complete, else trained on.
+fn train_fold(
+    fold_dir: &Path,
+    fold: u32,
+    settings: &CvSettings,
+    data: &LoadedDataset,
+    data_label: &str,
+    device: Device,
+    control: &TrainControl,
+) -> Result<TrainOutcome, TrainError> {
+    let paths = RunPaths::new(fold_dir);
+    let start = if paths.holds_run() {
+        let state: Option<TrainState> = read_json(&paths.last_state()).ok();
+        if state.is_some_and(|s| s.finished) {
+            tracing::info!("fold {fold}: already complete");
+            let evaluation = RunEvaluation::load(fold_dir)?;
+            return Ok(TrainOutcome::Finished(Box::new(evaluation)));
+        }
+        tracing::info!("fold {fold}: resuming");
+        RunStart::Resume(Box::new(RunConfig::load(fold_dir)?))
+    } else {
+        RunStart::New(Box::new(settings.fold_spec(fold, data_label)))
+    };
+    train_or_resume(fold_dir, start, data, device, control)
+}
+
+/// Mean and sample standard deviation (n − 1; 0 for a single value) of a figure across
+/// folds: the `{mean, sd}` record of a shared [`MetricSummary`] in `cv_summary.json`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MeanSd {
     /// Mean.
@@ -35,14 +163,19 @@ pub struct MeanSd {
     pub sd: f64,
 }
 
+impl From<MetricSummary> for MeanSd {
+    fn from(summary: MetricSummary) -> MeanSd {
+        MeanSd {
+            mean: summary.mean,
+            sd: summary.sd,
+        }
+    }
+}
+
 impl MeanSd {
-    /// Of `values` (through the shared `MetricSummary::of`); `None` when there are none or one
-    /// is not finite.
-    pub fn of(values: &[f64]) -> Option<MeanSd> {
-        MetricSummary::of(values).map(|s| MeanSd {
-            mean: s.mean,
-            sd: s.sd,
-        })
+    /// `mean ± sd`, each with `decimals` decimals.
+    pub fn format(&self, decimals: usize) -> String {
+        format!("{:.p$} ± {:.p$}", self.mean, self.sd, p = decimals)
     }
 }
 
@@ -165,38 +298,34 @@ pub struct PooledResult {
 
 /// The summary of `evaluations` (fold index, its `evaluation.json`). The across-fold means
 /// are 0 ± 0 when no fold has held-out results.
-pub fn summarize(evaluations: &[(u32, Evaluation)], loss: &str, seed: u64) -> CvSummary {
+pub fn summarize(evaluations: &[(u32, RunEvaluation)], loss: &str, seed: u64) -> CvSummary {
     let mut folds = Vec::new();
-    let mut pooled_cases: Vec<CaseEvaluation> = Vec::new();
+    let mut pooled_cases = Vec::new();
     for (fold, e) in evaluations {
         let Some(last) = &e.last else { continue };
         folds.push(FoldResult {
             fold: *fold,
-            n_cases: last.n_cases,
+            n_cases: last.n_cases(),
             epochs: e.epochs,
-            dice: last.mean_dice,
-            precision: last.mean_precision,
-            recall: last.mean_recall,
-            abs_volume_difference_ml: last.mean_abs_volume_difference_ml,
+            dice: last.mean_dice(),
+            precision: last.mean_precision(),
+            recall: last.mean_recall(),
+            abs_volume_difference_ml: last.mean_abs_volume_difference_ml(),
             dice_lesion_cases: last.mean_dice_lesion_cases,
-            surface: SurfaceMeans::of(shared_summary(&last.cases).as_ref()),
+            surface: SurfaceMeans::of(last.summary.as_ref()),
             best_epoch: e.best_epoch,
-            best_dice: e.best.as_ref().map(|b| b.mean_dice),
+            best_dice: e.best.as_ref().map(Validation::mean_dice),
         });
         pooled_cases.extend(last.cases.iter().cloned());
     }
+    let across_folds = |values: Vec<f64>| MetricSummary::of(&values).map(MeanSd::from);
     let across = |f: &dyn Fn(&FoldResult) -> f64| {
-        MeanSd::of(&folds.iter().map(f).collect::<Vec<_>>()).unwrap_or_default()
+        across_folds(folds.iter().map(f).collect()).unwrap_or_default()
     };
     let across_finite = |f: &dyn Fn(&SurfaceMeans) -> Option<f64>| {
-        MeanSd::of(
-            &folds
-                .iter()
-                .filter_map(|r| f(&r.surface))
-                .collect::<Vec<_>>(),
-        )
+        across_folds(folds.iter().filter_map(|r| f(&r.surface)).collect())
     };
-    let pooled = EvalSummary::from_cases(pooled_cases, 0.0);
+    let pooled = Validation::new(pooled_cases, 0.0);
     CvSummary {
         n_folds: evaluations.len() as u32,
         loss: loss.to_owned(),
@@ -209,12 +338,12 @@ pub fn summarize(evaluations: &[(u32, Evaluation)], loss: &str, seed: u64) -> Cv
         hausdorff95_mm: across_finite(&|s| s.hausdorff95_mm),
         assd_mm: across_finite(&|s| s.assd_mm),
         pooled: PooledResult {
-            n_cases: pooled.n_cases,
-            dice: pooled.mean_dice,
+            n_cases: pooled.n_cases(),
+            dice: pooled.mean_dice(),
             dice_lesion_cases: pooled.mean_dice_lesion_cases,
-            precision: pooled.mean_precision,
-            recall: pooled.mean_recall,
-            abs_volume_difference_ml: pooled.mean_abs_volume_difference_ml,
+            precision: pooled.mean_precision(),
+            recall: pooled.mean_recall(),
+            abs_volume_difference_ml: pooled.mean_abs_volume_difference_ml(),
             surface: SurfaceMeans::of(pooled.summary.as_ref()),
             summary: pooled.summary,
         },
@@ -250,15 +379,11 @@ pub fn markdown(summary: &CvSummary) -> String {
         ));
     }
     md.push_str(&format!(
-        "| **mean ± sd** | | | **{:.4} ± {:.4}** | | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.2} ± {:.2} | | |\n",
-        summary.dice.mean,
-        summary.dice.sd,
-        summary.precision.mean,
-        summary.precision.sd,
-        summary.recall.mean,
-        summary.recall.sd,
-        summary.abs_volume_difference_ml.mean,
-        summary.abs_volume_difference_ml.sd,
+        "| **mean ± sd** | | | **{}** | | {} | {} | {} | | |\n",
+        summary.dice.format(4),
+        summary.precision.format(4),
+        summary.recall.format(4),
+        summary.abs_volume_difference_ml.format(2),
     ));
     let p = &summary.pooled;
     md.push_str(&format!(
@@ -282,12 +407,7 @@ pub fn markdown(summary: &CvSummary) -> String {
     for f in &summary.folds {
         md.push_str(&surface_row(&f.fold.to_string(), f.n_cases, &f.surface));
     }
-    let mean_sd = |m: Option<MeanSd>| {
-        m.map_or_else(
-            || "–".to_owned(),
-            |m| format!("{:.2} ± {:.2}", m.mean, m.sd),
-        )
-    };
+    let mean_sd = |m: Option<MeanSd>| m.map_or_else(|| "–".to_owned(), |m| m.format(2));
     md.push_str(&format!(
         "| **mean ± sd** | | {} | {} | {} | |\n",
         mean_sd(summary.hausdorff_mm),
@@ -323,8 +443,11 @@ fn surface_row(label: &str, n_cases: usize, s: &SurfaceMeans) -> String {
 
 /// Writes `cv_summary.json` and `cv_summary.md` into `run_dir`.
 pub fn write_summary(run_dir: &Path, summary: &CvSummary) -> Result<(), TrainError> {
-    write_json(&run_dir.join(CV_SUMMARY_JSON), summary)?;
-    write_atomically(&run_dir.join(CV_SUMMARY_MD), markdown(summary).as_bytes())
+    write_json_atomically(&run_dir.join(CV_SUMMARY_JSON), summary)?;
+    Ok(write_atomically(
+        &run_dir.join(CV_SUMMARY_MD),
+        markdown(summary).as_bytes(),
+    )?)
 }
 
 #[cfg(test)]
@@ -333,21 +456,23 @@ mod tests {
     use strokeseg_shared::surface::surface_distances;
 
     use super::*;
+    use crate::run::CaseValidation;
 
     #[test]
     fn mean_and_sample_sd() {
-        let m = MeanSd::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let mean_sd = |values: &[f64]| MetricSummary::of(values).map(MeanSd::from);
+        let m = mean_sd(&[1.0, 2.0, 3.0, 4.0]).unwrap();
         assert!((m.mean - 2.5).abs() < 1e-12);
         assert!((m.sd - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        assert_eq!(MeanSd::of(&[0.7]).unwrap().sd, 0.0);
-        assert_eq!(MeanSd::of(&[]), None);
+        assert_eq!(mean_sd(&[0.7]).unwrap().sd, 0.0);
+        assert_eq!(mean_sd(&[]), None);
     }
 
     /// A case from masks of 1 × 1 × `n` voxels of 2 mm: `pred` and `truth` as 0/1 per voxel.
-    fn case(name: &str, pred: &[u8], truth: &[u8]) -> CaseEvaluation {
+    fn case(name: &str, pred: &[u8], truth: &[u8]) -> CaseValidation {
         let counts = ConfusionCounts::from_masks(pred, truth).unwrap();
         let dims = [1, 1, pred.len()];
-        CaseEvaluation {
+        CaseValidation {
             case: name.to_owned(),
             patient: name.to_owned(),
             n_slices: pred.len(),
@@ -357,12 +482,12 @@ mod tests {
         }
     }
 
-    fn fold(cases: Vec<CaseEvaluation>) -> Evaluation {
-        Evaluation {
+    fn fold(cases: Vec<CaseValidation>) -> RunEvaluation {
+        RunEvaluation {
             epochs: 1,
             best_epoch: Some(1),
-            last: Some(EvalSummary::from_cases(cases.clone(), 0.0)),
-            best: Some(EvalSummary::from_cases(cases, 0.0)),
+            last: Some(Validation::new(cases.clone(), 0.0)),
+            best: Some(Validation::new(cases, 0.0)),
         }
     }
 
@@ -424,7 +549,7 @@ mod tests {
                         "predicted_volume_ml": 0.016, "true_volume_ml": 0.016,
                         "abs_volume_difference_ml": 0.0, "both_empty": false}}]},
             "best": null}"#;
-        let evaluation: Evaluation = serde_json::from_str(old).unwrap();
+        let evaluation: RunEvaluation = serde_json::from_str(old).unwrap();
         let last = evaluation.last.as_ref().unwrap();
         assert_eq!((last.cases[0].surface, last.summary), (None, None));
         let summary = summarize(&[(0, evaluation)], "hybrid", 1);
@@ -433,5 +558,94 @@ mod tests {
         assert_eq!((summary.hausdorff_mm, summary.pooled.summary), (None, None));
         let md = markdown(&summary);
         assert!(md.contains("| 0 | 1 | – | – | – | – |"), "{md}");
+    }
+
+    #[test]
+    fn the_fold_loop_stops_resumes_and_keeps_finished_folds() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let options = strokeseg_phantom::DatasetOptions {
+            n_cases: 4,
+            seed: 41,
+            min_slices: 2,
+            max_slices: 3,
+            lesion_free_fraction: 0.0,
+            ..Default::default()
+        };
+        strokeseg_phantom::write_dataset(data_dir.path(), &options).unwrap();
+        let preprocess = PreprocessConfig {
+            input_height: 32,
+            input_width: 32,
+            target_spacing_mm: 8.0,
+            ..PreprocessConfig::default()
+        };
+        let grouping = strokeseg_io::PatientGrouping::Heuristic;
+        let dataset = crate::data::discover(data_dir.path(), &grouping).unwrap();
+        let data =
+            crate::data::load_dataset(&dataset, &preprocess, Device::Cpu, |_, _, _| {}).unwrap();
+        let settings = CvSettings {
+            data_dir: data_dir.path().to_path_buf(),
+            grouping: crate::run::grouping_label(&grouping),
+            n_folds: 2,
+            seed: 3,
+            unet: UNetConfig {
+                in_channels: preprocess.n_channels() as i64,
+                n_classes: 2,
+                base_width: 4,
+                depth: 2,
+            },
+            preprocess,
+            postprocess: PostprocessConfig::default(),
+            train: TrainConfig {
+                epochs: 1,
+                batch_size: 4,
+                ..TrainConfig::default()
+            },
+        };
+        let out = tempfile::tempdir().unwrap();
+        let run = |control: &TrainControl| {
+            let mut folds = Vec::new();
+            let mut on_fold = |dir: &Path, outcome: &TrainOutcome| {
+                let finished = matches!(outcome, TrainOutcome::Finished(_));
+                folds.push((dir.to_path_buf(), finished));
+            };
+            let outcome = cross_validate(
+                out.path(),
+                &settings,
+                &data,
+                "phantom (test)",
+                Device::Cpu,
+                control,
+                &mut on_fold,
+            )
+            .unwrap();
+            (outcome, folds)
+        };
+        let fold_dir = |k: u32| out.path().join(format!("fold_{k}"));
+
+        let stop_early = TrainControl {
+            stop_after_steps: Some(1),
+            ..TrainControl::default()
+        };
+        let (outcome, folds) = run(&stop_early);
+        assert_eq!(outcome, CvOutcome::Interrupted);
+        assert_eq!(folds, [(fold_dir(0), false)]);
+        assert!(!out.path().join(CV_SUMMARY_JSON).is_file());
+
+        let (outcome, folds) = run(&TrainControl::default());
+        let CvOutcome::Finished(summary) = outcome else {
+            panic!("not finished: {outcome:?}");
+        };
+        assert_eq!(folds, [(fold_dir(0), true), (fold_dir(1), true)]);
+        assert_eq!((summary.n_folds, summary.pooled.n_cases), (2, 4));
+        let written: CvSummary = read_json(&out.path().join(CV_SUMMARY_JSON)).unwrap();
+        assert_eq!((written.n_folds, written.folds.len()), (2, 2));
+
+        // Finished folds are read back, not trained again.
+        let steps = std::fs::read_to_string(fold_dir(1).join(crate::run::STEPS_CSV)).unwrap();
+        let (again, folds) = run(&TrainControl::default());
+        assert!(matches!(again, CvOutcome::Finished(_)), "{again:?}");
+        assert_eq!(folds, [(fold_dir(0), true), (fold_dir(1), true)]);
+        let steps_again = std::fs::read_to_string(fold_dir(1).join(crate::run::STEPS_CSV)).unwrap();
+        assert_eq!(steps_again, steps);
     }
 }

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use strokeseg_io::IoError;
 use strokeseg_shared::CoreError;
-use strokeseg_shared::io::IoError;
 use strokeseg_shared::metrics::MetricsError;
 use strokeseg_shared::surface::SurfaceError;
 
@@ -14,9 +14,10 @@ use strokeseg_shared::postprocess::SliceMaskError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrainError {
-    /// A study could not be read (the shared I/O error names the file).
+    /// A study could not be read, or an output could not be written (the shared I/O error
+    /// names the file).
     #[error(transparent)]
-    Study(#[from] IoError),
+    Io(#[from] IoError),
     /// Preprocessing refused a slice of a case.
     #[error("{case_dir}: preprocessing failed: {source}")]
     Preprocess {
@@ -126,6 +127,14 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// A fold of a cross-validation failed.
+    #[error("fold {fold} failed")]
+    Fold {
+        /// The 0-based fold.
+        fold: u32,
+        /// Why.
+        source: Box<TrainError>,
+    },
     /// The loss became NaN or infinite.
     #[error(
         "loss is {loss} at epoch {epoch}, step {step}: training diverged (lower --lr or enable gradient clipping)"
@@ -163,27 +172,6 @@ impl TrainError {
             reason: reason.into(),
         }
     }
-}
-
-/// Writes `bytes` to `path` through `path` + `.tmp`, renamed into place when complete, so a
-/// crash never leaves a half-written file under the final name.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| TrainError::file(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, e))
-}
-
-/// `path` with `.tmp` appended to its file name.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
-    PathBuf::from(name)
-}
-
-/// Serialises `value` as pretty JSON into `path`, atomically.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::json(path, e))?;
-    write_atomically(path, format!("{text}\n").as_bytes())
 }
 
 /// Reads and parses the JSON file at `path`.

@@ -4,121 +4,27 @@
 //! removal), and score the case's whole volume against its ground
 //! truth: `metrics::ConfusionCounts` (volume Dice, precision, recall, volumes, not per-slice
 //! figures) and `surface::surface_distances` (Hausdorff distance, HD95, ASSD in mm on the
-//! original voxel spacing). The summary over cases is the shared `evaluation::Summary`, the
-//! same figures `strokeseg-train evaluate` reports for a folder of mask files. Validation
-//! therefore scores exactly the masks deployment will produce.
+//! original voxel spacing). The results are the run folder's records
+//! ([`crate::run::CaseValidation`] per case, [`crate::run::Validation`] over the cases, whose
+//! summary is the shared `strokeseg_eval::Summary`: the same figures `strokeseg-train
+//! evaluate` reports for a folder of mask files). Validation therefore scores exactly the
+//! masks deployment will produce.
 //!
-//! Empty masks (ISLES conventions, see `shared::evaluation`): Dice, precision and recall are
+//! Empty masks (ISLES conventions, see `strokeseg_eval`): Dice, precision and recall are
 //! 1 when both masks are empty and 0 when exactly one is; surface distances are 0 when both
 //! are empty and infinite (`None`) when exactly one is, and summaries average them over the
 //! finite cases and count the others.
 
-use serde::{Deserialize, Serialize};
-use strokeseg_shared::evaluation::Summary;
-use strokeseg_shared::metrics::{ConfusionCounts, SegmentationMetrics};
+use strokeseg_shared::metrics::ConfusionCounts;
 use strokeseg_shared::postprocess::{PostprocessConfig, SliceMasker};
-use strokeseg_shared::surface::{SurfaceDistances, surface_distances};
+use strokeseg_shared::surface::surface_distances;
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
 use crate::data::{CaseData, LoadedDataset};
 use crate::error::TrainError;
 use crate::loss::Loss;
-
-/// The result for one case.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CaseEvaluation {
-    /// Case folder name.
-    pub case: String,
-    /// Patient label.
-    pub patient: String,
-    /// Slices in the case.
-    pub n_slices: usize,
-    /// Confusion counts over all slices, on the original grid.
-    pub counts: ConfusionCounts,
-    /// Dice, precision, recall, volumes (ISLES conventions, see `shared::metrics`).
-    pub metrics: SegmentationMetrics,
-    /// Hausdorff distance, HD95 and ASSD on the original grid, mm (a distance is `None` when
-    /// it is infinite: exactly one mask empty). `None` as a whole: not computed, in an
-    /// `evaluation.json` written before the trainer computed them.
-    #[serde(default)]
-    pub surface: Option<SurfaceDistances>,
-}
-
-/// Means over the evaluated cases.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalSummary {
-    /// Cases evaluated.
-    pub n_cases: usize,
-    /// Of which with a lesion in the ground truth.
-    pub n_lesion_cases: usize,
-    /// Mean per-case Dice over all cases (a lesion-free case scores 1 if nothing is predicted,
-    /// 0 otherwise).
-    pub mean_dice: f64,
-    /// Mean per-case Dice over the cases with a lesion (`None` when there are none).
-    pub mean_dice_lesion_cases: Option<f64>,
-    /// Mean per-case precision.
-    pub mean_precision: f64,
-    /// Mean per-case recall.
-    pub mean_recall: f64,
-    /// Mean per-case absolute volume difference, mL.
-    pub mean_abs_volume_difference_ml: f64,
-    /// Slice-weighted mean of the training loss over the evaluated slices.
-    pub loss: f64,
-    /// Every metric over the cases (mean ± sd, median, min, max; surface distances over the
-    /// cases where they are finite, the others counted), as `strokeseg-train evaluate`
-    /// reports it; see [`shared_summary`]. `None` without cases, or when a case lacks its
-    /// surface distances (an older `evaluation.json`).
-    #[serde(default)]
-    pub summary: Option<Summary>,
-    /// The per-case results.
-    pub cases: Vec<CaseEvaluation>,
-}
-
-/// The shared [`Summary`] of `cases`: `None` if there are none or one of them lacks its
-/// surface distances (so that every row of the summary is over the same cases).
-pub fn shared_summary(cases: &[CaseEvaluation]) -> Option<Summary> {
-    let with_surface: Vec<(&SegmentationMetrics, &SurfaceDistances)> = cases
-        .iter()
-        .filter_map(|c| c.surface.as_ref().map(|s| (&c.metrics, s)))
-        .collect();
-    if with_surface.len() != cases.len() {
-        return None;
-    }
-    Summary::from_metrics(with_surface)
-}
-
-impl EvalSummary {
-    /// Means over `cases` (all zero when empty).
-    pub fn from_cases(cases: Vec<CaseEvaluation>, loss: f64) -> EvalSummary {
-        let n = cases.len();
-        let mean = |f: &dyn Fn(&CaseEvaluation) -> f64| {
-            if n == 0 {
-                0.0
-            } else {
-                cases.iter().map(f).sum::<f64>() / n as f64
-            }
-        };
-        let lesion: Vec<f64> = cases
-            .iter()
-            .filter(|c| c.counts.true_voxels() > 0)
-            .map(|c| c.metrics.dice)
-            .collect();
-        EvalSummary {
-            n_cases: n,
-            n_lesion_cases: lesion.len(),
-            mean_dice: mean(&|c| c.metrics.dice),
-            mean_dice_lesion_cases: (!lesion.is_empty())
-                .then(|| lesion.iter().sum::<f64>() / lesion.len() as f64),
-            mean_precision: mean(&|c| c.metrics.precision),
-            mean_recall: mean(&|c| c.metrics.recall),
-            mean_abs_volume_difference_ml: mean(&|c| c.metrics.abs_volume_difference_ml),
-            loss,
-            summary: shared_summary(&cases),
-            cases,
-        }
-    }
-}
+use crate::run::{CaseValidation, Validation};
 
 /// Runs `net` (eval mode, no gradients) over `inputs` `[S, C, H, W]` in batches of
 /// `batch_size`; returns the logits `[S, K, H, W]` as f32 on the CPU and, when `loss` and
@@ -167,7 +73,7 @@ pub fn score_case(
     case: &CaseData,
     logits: &Tensor,
     post: &PostprocessConfig,
-) -> Result<CaseEvaluation, TrainError> {
+) -> Result<CaseValidation, TrainError> {
     let n_classes = logits.size().get(1).copied().unwrap_or(0).max(0) as usize;
     let flat: Vec<f32> = Vec::<f32>::try_from(&logits.f_flatten(0, -1)?)?;
     let (w, h) = case.map.model_size();
@@ -221,7 +127,7 @@ pub fn score_case(
                 source,
             }
         })?;
-    Ok(CaseEvaluation {
+    Ok(CaseValidation {
         case: case.name.clone(),
         patient: case.patient.clone(),
         n_slices: case.n_slices,
@@ -231,7 +137,8 @@ pub fn score_case(
     })
 }
 
-/// Evaluates `net` on the cases `case_indices` of `data`: per-case metrics and their means.
+/// Evaluates `net` on the cases `case_indices` of `data`: per-case results and their shared
+/// summary.
 pub fn evaluate_cases(
     net: &impl ModuleT,
     data: &LoadedDataset,
@@ -239,7 +146,7 @@ pub fn evaluate_cases(
     post: &PostprocessConfig,
     loss: Option<&Loss>,
     batch_size: usize,
-) -> Result<EvalSummary, TrainError> {
+) -> Result<Validation, TrainError> {
     let mut results = Vec::with_capacity(case_indices.len());
     let mut loss_sum = 0.0;
     let mut n_slices = 0usize;
@@ -266,5 +173,5 @@ pub fn evaluate_cases(
     } else {
         0.0
     };
-    Ok(EvalSummary::from_cases(results, loss))
+    Ok(Validation::new(results, loss))
 }

@@ -17,6 +17,10 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error, 130 stopped by Ctrl-C (checkpoint saved;
 //! continue with `--resume`).
+//!
+//! This file parses the arguments, turns them into the library's settings and prints the
+//! results; the work is the library's (`train::train_or_resume` for a new or resumed run,
+//! `cv::cross_validate` for the fold loop, `export`, `strokeseg_eval`, `strokeseg_phantom`).
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -25,27 +29,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
-use serde::{Deserialize, Serialize};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use strokeseg_eval::{EvaluateOptions, MissingPrediction};
+use strokeseg_io::PatientGrouping;
+use strokeseg_phantom::{DatasetOptions, DatasetSummary, TRUTH_FILE};
 use strokeseg_shared::PreprocessConfig;
-use strokeseg_shared::evaluation::{self, EvaluateOptions, MissingPrediction};
-use strokeseg_shared::io::PatientGrouping;
-use strokeseg_shared::phantom::{self, DatasetOptions, DatasetSummary};
 use strokeseg_shared::postprocess::PostprocessConfig;
-use strokeseg_trainer::cv::{self, CV_FILE};
+use strokeseg_trainer::DeviceChoice;
+use strokeseg_trainer::cv::{self, CV_FILE, CvOutcome, CvSettings};
 use strokeseg_trainer::data::{self, LoadedDataset};
 use strokeseg_trainer::export::{self, Checkpoint, RunExportOptions};
 use strokeseg_trainer::loss::LossKind;
 use strokeseg_trainer::model::UNetConfig;
-use strokeseg_trainer::run::{Evaluation, RunConfig, RunPaths};
-use strokeseg_trainer::schedule::{DecayKind, OptimizerKind};
-use strokeseg_trainer::train::{
-    self, Precision, RunSpec, TrainConfig, TrainControl, TrainOutcome, TrainState,
+use strokeseg_trainer::run::{
+    Precision, RunConfig, RunPaths, TrainConfig, grouping_label, recorded_grouping,
 };
-use strokeseg_trainer::{DeviceChoice, error as train_error};
-
-/// Where `write_dataset` saves the full summary (documented on `DatasetSummary`).
-const TRUTH_FILE: &str = "phantom_truth.json";
+use strokeseg_trainer::schedule::{DecayKind, OptimizerKind};
+use strokeseg_trainer::train::{self, RunSpec, RunStart, TrainControl, TrainOutcome};
 
 /// Exit status after Ctrl-C (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -179,6 +180,9 @@ struct DataArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Stop (with a checkpoint) after this many steps; for testing --resume.
+    #[arg(long, hide = true)]
+    stop_after_steps: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -190,7 +194,7 @@ enum GroupingArg {
 }
 
 /// Hyper-parameters; every one left out takes the default (or, with --resume, must be left
-/// out: a resumed run continues with its recorded configuration).
+/// out: a resumed run continues with its recorded configuration; see [`hyper_flags_given`]).
 #[derive(Debug, Args, Default)]
 struct HyperArgs {
     /// Loss.
@@ -259,95 +263,39 @@ struct HyperArgs {
     /// Preprocessing config (JSON `PreprocessConfig`) instead of the default.
     #[arg(long)]
     preprocess_config: Option<PathBuf>,
-    /// Stop (with a checkpoint) after this many steps; for testing --resume.
-    #[arg(long, hide = true)]
-    stop_after_steps: Option<u64>,
+}
+
+/// Puts `value`, when given, into `slot`.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
 }
 
 impl HyperArgs {
-    /// The flags that were given (for the --resume check).
-    fn given(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        let mut check = |set: bool, name| {
-            if set {
-                given.push(name);
-            }
-        };
-        check(self.loss.is_some(), "--loss");
-        check(self.epochs.is_some(), "--epochs");
-        check(self.batch_size.is_some(), "--batch-size");
-        check(self.lr.is_some(), "--lr");
-        check(self.warmup_epochs.is_some(), "--warmup-epochs");
-        check(self.decay.is_some(), "--decay");
-        check(self.optimizer.is_some(), "--optimizer");
-        check(self.weight_decay.is_some(), "--weight-decay");
-        check(self.grad_clip.is_some(), "--grad-clip");
-        check(self.lesion_fraction.is_some(), "--lesion-fraction");
-        check(self.lambda_ce.is_some(), "--lambda-ce");
-        check(self.lambda_gdl.is_some(), "--lambda-gdl");
-        check(self.ce_weight_power.is_some(), "--ce-weight-power");
-        check(self.no_augment, "--no-augment");
-        check(self.val_every.is_some(), "--val-every");
-        check(self.base_width.is_some(), "--base-width");
-        check(self.depth.is_some(), "--depth");
-        check(self.seed.is_some(), "--seed");
-        check(self.amp.is_some(), "--amp");
-        check(self.input_size.is_some(), "--input-size");
-        check(self.target_spacing_mm.is_some(), "--target-spacing-mm");
-        check(self.preprocess_config.is_some(), "--preprocess-config");
-        given
-    }
-
     fn train_config(&self) -> TrainConfig {
         let mut c = TrainConfig::default();
-        if let Some(v) = self.loss {
-            c.loss.kind = v;
-        }
-        if let Some(v) = self.epochs {
-            c.epochs = v;
-        }
-        if let Some(v) = self.batch_size {
-            c.batch_size = v;
-        }
-        if let Some(v) = self.lr {
-            c.optimizer.lr = v;
-        }
-        if let Some(v) = self.warmup_epochs {
-            c.schedule.warmup_epochs = v;
-        }
-        if let Some(v) = self.decay {
-            c.schedule.decay = v;
-        }
-        if let Some(v) = self.optimizer {
-            c.optimizer.kind = v;
-        }
-        if let Some(v) = self.weight_decay {
-            c.optimizer.weight_decay = v;
-        }
-        if let Some(v) = self.grad_clip {
-            c.grad_clip_norm = (v > 0.0).then_some(v);
-        }
-        if let Some(v) = self.lesion_fraction {
-            c.lesion_fraction = v;
-        }
-        if let Some(v) = self.lambda_ce {
-            c.loss.lambda_ce = v;
-        }
-        if let Some(v) = self.lambda_gdl {
-            c.loss.lambda_gdl = v;
-        }
-        if let Some(v) = self.ce_weight_power {
-            c.loss.ce_weight_power = v;
-        }
+        set(&mut c.loss.kind, self.loss);
+        set(&mut c.epochs, self.epochs);
+        set(&mut c.batch_size, self.batch_size);
+        set(&mut c.optimizer.lr, self.lr);
+        set(&mut c.schedule.warmup_epochs, self.warmup_epochs);
+        set(&mut c.schedule.decay, self.decay);
+        set(&mut c.optimizer.kind, self.optimizer);
+        set(&mut c.optimizer.weight_decay, self.weight_decay);
+        set(
+            &mut c.grad_clip_norm,
+            self.grad_clip.map(|v| (v > 0.0).then_some(v)),
+        );
+        set(&mut c.lesion_fraction, self.lesion_fraction);
+        set(&mut c.loss.lambda_ce, self.lambda_ce);
+        set(&mut c.loss.lambda_gdl, self.lambda_gdl);
+        set(&mut c.loss.ce_weight_power, self.ce_weight_power);
         if self.no_augment {
             c.augment.enabled = false;
         }
-        if let Some(v) = self.val_every {
-            c.val_every_epochs = v;
-        }
-        if let Some(v) = self.amp {
-            c.precision = v;
-        }
+        set(&mut c.val_every_epochs, self.val_every);
+        set(&mut c.precision, self.amp);
         c
     }
 
@@ -365,9 +313,7 @@ impl HyperArgs {
             config.input_height = size;
             config.input_width = size;
         }
-        if let Some(spacing) = self.target_spacing_mm {
-            config.target_spacing_mm = spacing;
-        }
+        set(&mut config.target_spacing_mm, self.target_spacing_mm);
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid preprocessing config: {e}"))?;
@@ -379,12 +325,8 @@ impl HyperArgs {
             in_channels: preprocess.n_channels() as i64,
             ..UNetConfig::default()
         };
-        if let Some(v) = self.base_width {
-            unet.base_width = v;
-        }
-        if let Some(v) = self.depth {
-            unet.depth = v;
-        }
+        set(&mut unet.base_width, self.base_width);
+        set(&mut unet.depth, self.depth);
         unet
     }
 }
@@ -426,19 +368,6 @@ struct CvArgs {
     hyper: HyperArgs,
 }
 
-/// `RUN/cv.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CvSettings {
-    data_dir: PathBuf,
-    grouping: String,
-    n_folds: u32,
-    seed: u64,
-    unet: UNetConfig,
-    preprocess: PreprocessConfig,
-    postprocess: PostprocessConfig,
-    train: TrainConfig,
-}
-
 #[derive(Debug, Args)]
 struct ExportArgs {
     /// Training run folder (run.json, checkpoints/).
@@ -466,11 +395,20 @@ struct ExportArgs {
 
 fn main() -> ExitCode {
     init_logging();
-    let result = match Cli::parse().command {
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
+    let given = |name: &str| {
+        matches
+            .subcommand_matches(name)
+            .map(hyper_flags_given)
+            .unwrap_or_default()
+    };
+    let result = match cli.command {
         Command::Phantom(args) => run_phantom(&args).map(|()| true),
         Command::Info { device } => run_info(device).map(|()| true),
-        Command::Train(args) => run_train(&args),
-        Command::Cv(args) => run_cv(&args),
+        Command::Train(args) => run_train(&args, &given("train")),
+        Command::Cv(args) => run_cv(&args, &given("cv")),
         Command::Export(args) => run_export(&args).map(|()| true),
         Command::ModelInfo { file } => run_model_info(&file).map(|()| true),
         Command::Evaluate(args) => run_evaluate(&args).map(|()| true),
@@ -486,6 +424,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The hyper-parameter flags ([`HyperArgs`]) given on the command line of a `train` or `cv`
+/// (`--epochs`, …, in `--help` order): with `--resume` they are refused.
+fn hyper_flags_given(matches: &ArgMatches) -> Vec<String> {
+    let hyper = HyperArgs::augment_args(clap::Command::new("hyper"));
+    hyper
+        .get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .map(|arg| format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str())))
+        .collect()
+}
+
+/// With `--resume`: refuses the hyper-parameter flags `given` (a resumed run continues with
+/// its recorded configuration).
+fn refuse_changed_flags(out: &Path, given: &[String]) -> Result<()> {
+    if !given.is_empty() {
+        bail!(
+            "--resume continues {} with its recorded configuration; leave out {}",
+            out.display(),
+            given.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn init_logging() {
@@ -509,7 +471,7 @@ fn run_phantom(args: &PhantomArgs) -> Result<()> {
         with_pwi: args.pwi,
         ..Default::default()
     };
-    let summary = phantom::write_dataset(&args.out, &options).with_context(|| {
+    let summary = strokeseg_phantom::write_dataset(&args.out, &options).with_context(|| {
         format!(
             "could not write the phantom dataset ({} cases, seed {}) into {}",
             args.cases,
@@ -590,42 +552,12 @@ fn setup_device(data: &DataArgs, precision: Precision) -> Result<tch::Device> {
     Ok(device)
 }
 
-/// The grouping the flags ask for, and its name for run.json.
-fn grouping(data: &DataArgs) -> (PatientGrouping, String) {
+/// The grouping the flags ask for.
+fn grouping(data: &DataArgs) -> PatientGrouping {
     match (&data.patients, data.grouping) {
-        (Some(csv), _) => (
-            PatientGrouping::Csv(csv.clone()),
-            format!("csv:{}", csv.display()),
-        ),
-        (None, Some(GroupingArg::PerCase)) => (PatientGrouping::OnePerCase, "per-case".into()),
-        (None, _) => (PatientGrouping::Heuristic, "heuristic".into()),
-    }
-}
-
-/// The grouping recorded in run.json, back as a `PatientGrouping`.
-fn parse_grouping(recorded: &str) -> PatientGrouping {
-    match recorded.strip_prefix("csv:") {
-        Some(path) => PatientGrouping::Csv(PathBuf::from(path)),
-        None if recorded == "per-case" => PatientGrouping::OnePerCase,
-        None => PatientGrouping::Heuristic,
-    }
-}
-
-/// `phantom seed S, N cases` for phantom datasets, else `<folder name>, N cases`.
-fn data_label(data_dir: &Path, n_cases: usize) -> String {
-    let seed = std::fs::read_to_string(data_dir.join(TRUTH_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("seed").and_then(serde_json::Value::as_u64));
-    match seed {
-        Some(seed) => format!("phantom seed {seed}, {n_cases} cases"),
-        None => {
-            let name = data_dir.file_name().map_or_else(
-                || data_dir.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            format!("{name}, {n_cases} cases")
-        }
+        (Some(csv), _) => PatientGrouping::Csv(csv.clone()),
+        (None, Some(GroupingArg::PerCase)) => PatientGrouping::OnePerCase,
+        (None, _) => PatientGrouping::Heuristic,
     }
 }
 
@@ -682,26 +614,20 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn holds_run(dir: &Path) -> bool {
-    RunPaths::new(dir).run_json().is_file()
+/// How the flags steer a run: Ctrl-C, `--stop-after-steps`, `--quiet`.
+fn control(data: &DataArgs) -> TrainControl {
+    TrainControl {
+        stop: stop_flag(),
+        stop_after_steps: data.stop_after_steps,
+        progress: !data.quiet,
+    }
 }
 
-fn run_train(args: &TrainArgs) -> Result<bool> {
-    let control = TrainControl {
-        stop: stop_flag(),
-        stop_after_steps: args.hyper.stop_after_steps,
-        progress: !args.data.quiet,
-    };
-    if args.resume {
-        let given = args.hyper.given();
-        if !given.is_empty() {
-            bail!(
-                "--resume continues {} with its recorded configuration; leave out {}",
-                args.out.display(),
-                given.join(", ")
-            );
-        }
-        let mut run = RunConfig::load(&args.out)
+fn run_train(args: &TrainArgs, given: &[String]) -> Result<bool> {
+    let control = control(&args.data);
+    let (start, device, loaded) = if args.resume {
+        refuse_changed_flags(&args.out, given)?;
+        let run = RunConfig::load(&args.out)
             .with_context(|| format!("cannot resume {}", args.out.display()))?;
         let device = setup_device(&args.data, run.train.precision)?;
         let data_dir = args
@@ -709,61 +635,47 @@ fn run_train(args: &TrainArgs) -> Result<bool> {
             .data
             .clone()
             .unwrap_or_else(|| run.data_dir.clone());
-        let loaded = load_data(
-            &data_dir,
-            &parse_grouping(&run.split.grouping),
-            &run.preprocess,
-            device,
-        )?;
-        let outcome = train::train(&args.out, &mut run, &loaded, device, &control, true)
-            .with_context(|| format!("training {} failed", args.out.display()))?;
-        return Ok(report(&args.out, &outcome));
-    }
-    if holds_run(&args.out) {
-        bail!(
-            "{} already holds a run: continue it with --resume, or choose another --out",
-            args.out.display()
-        );
-    }
-    let Some(data_dir) = args.data.data.as_deref().map(absolute) else {
-        bail!("--data is required (except with --resume)");
+        let grouping = recorded_grouping(&run.split.grouping);
+        let loaded = load_data(&data_dir, &grouping, &run.preprocess, device)?;
+        (RunStart::Resume(Box::new(run)), device, loaded)
+    } else {
+        if RunPaths::new(&args.out).holds_run() {
+            bail!(
+                "{} already holds a run: continue it with --resume, or choose another --out",
+                args.out.display()
+            );
+        }
+        let Some(data_dir) = args.data.data.as_deref().map(absolute) else {
+            bail!("--data is required (except with --resume)");
+        };
+        let train_config = args.hyper.train_config();
+        let device = setup_device(&args.data, train_config.precision)?;
+        let preprocess = args.hyper.preprocess_config()?;
+        let grouping = grouping(&args.data);
+        if let Some(fold) = args.fold
+            && fold >= args.folds
+        {
+            bail!(
+                "--fold {fold} does not exist with --folds {}: use 0..{}",
+                args.folds,
+                args.folds
+            );
+        }
+        let loaded = load_data(&data_dir, &grouping, &preprocess, device)?;
+        let spec = RunSpec {
+            data_label: data::describe(&data_dir, loaded.cases.len()),
+            data_dir,
+            grouping: grouping_label(&grouping),
+            unet: args.hyper.unet(&preprocess),
+            postprocess: PostprocessConfig::default(),
+            train: train_config,
+            seed: args.hyper.seed.unwrap_or(DEFAULT_SEED),
+            n_folds: args.folds,
+            fold: args.fold,
+        };
+        (RunStart::New(Box::new(spec)), device, loaded)
     };
-    let train_config = args.hyper.train_config();
-    let device = setup_device(&args.data, train_config.precision)?;
-    let preprocess = args.hyper.preprocess_config()?;
-    let (grouping, grouping_name) = grouping(&args.data);
-    if let Some(fold) = args.fold
-        && fold >= args.folds
-    {
-        bail!(
-            "--fold {fold} does not exist with --folds {}: use 0..{}",
-            args.folds,
-            args.folds
-        );
-    }
-    let loaded = load_data(&data_dir, &grouping, &preprocess, device)?;
-    let spec = RunSpec {
-        data_dir: data_dir.clone(),
-        grouping: grouping_name,
-        data_label: data_label(&data_dir, loaded.cases.len()),
-        unet: args.hyper.unet(&preprocess),
-        postprocess: PostprocessConfig::default(),
-        train: train_config,
-        seed: args.hyper.seed.unwrap_or(DEFAULT_SEED),
-        n_folds: args.folds,
-        fold: args.fold,
-    };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let mut run = train::new_run_config(&spec, &loaded, device).context("invalid run")?;
-    tracing::info!(
-        "training on {} cases, holding out {} ({} folds, fold {:?}), device {device:?}",
-        run.split.train_cases.len(),
-        run.split.val_cases.len(),
-        run.split.n_folds,
-        run.split.fold
-    );
-    let outcome = train::train(&args.out, &mut run, &loaded, device, &control, false)
+    let outcome = train::train_or_resume(&args.out, start, &loaded, device, &control)
         .with_context(|| format!("training {} failed", args.out.display()))?;
     Ok(report(&args.out, &outcome))
 }
@@ -772,7 +684,7 @@ fn run_train(args: &TrainArgs) -> Result<bool> {
 const DEFAULT_SEED: u64 = 2018;
 
 /// `, HD95 x mm (n infinite)` from a held-out summary, empty without one.
-fn hd95_text(summary: Option<&evaluation::Summary>) -> String {
+fn hd95_text(summary: Option<&strokeseg_eval::Summary>) -> String {
     let Some(s) = summary else {
         return String::new();
     };
@@ -791,12 +703,12 @@ fn report(run_dir: &Path, outcome: &TrainOutcome) -> bool {
                     "{}: {} epochs; held-out mean case Dice {:.4} (last), {:.4} (best, epoch {}); precision {:.4}, recall {:.4}, abs. volume difference {:.2} mL{} (last)",
                     run_dir.display(),
                     evaluation.epochs,
-                    last.mean_dice,
-                    best.mean_dice,
+                    last.mean_dice(),
+                    best.mean_dice(),
                     evaluation.best_epoch.unwrap_or(0),
-                    last.mean_precision,
-                    last.mean_recall,
-                    last.mean_abs_volume_difference_ml,
+                    last.mean_precision(),
+                    last.mean_recall(),
+                    last.mean_abs_volume_difference_ml(),
                     hd95_text(last.summary.as_ref())
                 ),
                 _ => println!(
@@ -818,26 +730,14 @@ fn report(run_dir: &Path, outcome: &TrainOutcome) -> bool {
     }
 }
 
-fn run_cv(args: &CvArgs) -> Result<bool> {
-    let control = TrainControl {
-        stop: stop_flag(),
-        stop_after_steps: args.hyper.stop_after_steps,
-        progress: !args.data.quiet,
-    };
-    let cv_path = args.out.join(CV_FILE);
-    let settings: CvSettings = if args.resume {
-        let given = args.hyper.given();
-        if !given.is_empty() {
-            bail!(
-                "--resume continues {} with its recorded configuration; leave out {}",
-                args.out.display(),
-                given.join(", ")
-            );
-        }
-        train_error::read_json(&cv_path)
+fn run_cv(args: &CvArgs, given: &[String]) -> Result<bool> {
+    let control = control(&args.data);
+    let settings = if args.resume {
+        refuse_changed_flags(&args.out, given)?;
+        CvSettings::load(&args.out)
             .with_context(|| format!("cannot resume {}", args.out.display()))?
     } else {
-        if cv_path.is_file() {
+        if args.out.join(CV_FILE).is_file() {
             bail!(
                 "{} already holds a cross-validation: continue it with --resume, or choose another --out",
                 args.out.display()
@@ -849,7 +749,7 @@ fn run_cv(args: &CvArgs) -> Result<bool> {
         let preprocess = args.hyper.preprocess_config()?;
         let settings = CvSettings {
             data_dir,
-            grouping: grouping(&args.data).1,
+            grouping: grouping_label(&grouping(&args.data)),
             n_folds: args.folds,
             seed: args.hyper.seed.unwrap_or(DEFAULT_SEED),
             unet: args.hyper.unet(&preprocess),
@@ -859,7 +759,7 @@ fn run_cv(args: &CvArgs) -> Result<bool> {
         };
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("cannot create {}", args.out.display()))?;
-        train_error::write_json(&cv_path, &settings)?;
+        settings.save(&args.out)?;
         settings
     };
     let device = setup_device(&args.data, settings.train.precision)?;
@@ -868,82 +768,41 @@ fn run_cv(args: &CvArgs) -> Result<bool> {
         .data
         .clone()
         .unwrap_or_else(|| settings.data_dir.clone());
-    let loaded = load_data(
-        &data_dir,
-        &parse_grouping(&settings.grouping),
-        &settings.preprocess,
+    let grouping = recorded_grouping(&settings.grouping);
+    let loaded = load_data(&data_dir, &grouping, &settings.preprocess, device)?;
+    let label = data::describe(&data_dir, loaded.cases.len());
+    let mut report_fold = |fold_dir: &Path, outcome: &TrainOutcome| {
+        report(fold_dir, outcome);
+    };
+    let outcome = cv::cross_validate(
+        &args.out,
+        &settings,
+        &loaded,
+        &label,
         device,
+        &control,
+        &mut report_fold,
     )?;
-    let mut evaluations = Vec::with_capacity(settings.n_folds as usize);
-    for fold in 0..settings.n_folds {
-        let fold_dir = args.out.join(format!("fold_{fold}"));
-        let outcome = if holds_run(&fold_dir) {
-            let state: Option<TrainState> =
-                train_error::read_json(&RunPaths::new(&fold_dir).last_state()).ok();
-            if state.is_some_and(|s| s.finished) {
-                tracing::info!("fold {fold}: already complete");
-                TrainOutcome::Finished(Box::new(Evaluation::load(&fold_dir)?))
-            } else {
-                tracing::info!("fold {fold}: resuming");
-                let mut run = RunConfig::load(&fold_dir)?;
-                train::train(&fold_dir, &mut run, &loaded, device, &control, true)
-                    .with_context(|| format!("fold {fold} failed"))?
-            }
-        } else {
-            std::fs::create_dir_all(&fold_dir)
-                .with_context(|| format!("cannot create {}", fold_dir.display()))?;
-            let spec = RunSpec {
-                data_dir: settings.data_dir.clone(),
-                grouping: settings.grouping.clone(),
-                data_label: data_label(&data_dir, loaded.cases.len()),
-                unet: settings.unet,
-                postprocess: settings.postprocess,
-                train: settings.train.clone(),
-                seed: settings.seed,
-                n_folds: settings.n_folds,
-                fold: Some(fold),
-            };
-            let mut run = train::new_run_config(&spec, &loaded, device).context("invalid run")?;
-            tracing::info!(
-                "fold {fold}/{}: training on {} cases, holding out {}",
-                settings.n_folds,
-                run.split.train_cases.len(),
-                run.split.val_cases.len()
+    let summary = match outcome {
+        CvOutcome::Finished(summary) => summary,
+        CvOutcome::Interrupted => {
+            println!(
+                "cross-validation stopped; continue with cv --resume --out {}",
+                args.out.display()
             );
-            train::train(&fold_dir, &mut run, &loaded, device, &control, false)
-                .with_context(|| format!("fold {fold} failed"))?
-        };
-        match outcome {
-            TrainOutcome::Finished(evaluation) => {
-                report(&fold_dir, &TrainOutcome::Finished(evaluation.clone()));
-                evaluations.push((fold, *evaluation));
-            }
-            interrupted @ TrainOutcome::Interrupted { .. } => {
-                report(&fold_dir, &interrupted);
-                println!(
-                    "cross-validation stopped; continue with cv --resume --out {}",
-                    args.out.display()
-                );
-                return Ok(false);
-            }
+            return Ok(false);
         }
-    }
-    let summary = cv::summarize(&evaluations, settings.train.loss.kind.name(), settings.seed);
-    cv::write_summary(&args.out, &summary)?;
-    let hd95 = summary.hausdorff95_mm.map_or_else(String::new, |m| {
-        format!(", HD95 {:.2} ± {:.2} mm", m.mean, m.sd)
-    });
+    };
+    let hd95 = summary
+        .hausdorff95_mm
+        .map_or_else(String::new, |m| format!(", HD95 {} mm", m.format(2)));
     println!(
-        "{} folds: held-out Dice {:.4} ± {:.4}, precision {:.4} ± {:.4}, recall {:.4} ± {:.4}, abs. volume difference {:.2} ± {:.2} mL{hd95}; summary in {}",
+        "{} folds: held-out Dice {}, precision {}, recall {}, abs. volume difference {} mL{hd95}; summary in {}",
         summary.n_folds,
-        summary.dice.mean,
-        summary.dice.sd,
-        summary.precision.mean,
-        summary.precision.sd,
-        summary.recall.mean,
-        summary.recall.sd,
-        summary.abs_volume_difference_ml.mean,
-        summary.abs_volume_difference_ml.sd,
+        summary.dice.format(4),
+        summary.precision.format(4),
+        summary.recall.format(4),
+        summary.abs_volume_difference_ml.format(2),
         args.out.join(cv::CV_SUMMARY_MD).display()
     );
     Ok(true)
@@ -986,7 +845,7 @@ fn run_export(args: &ExportArgs) -> Result<()> {
 }
 
 fn run_model_info(file: &Path) -> Result<()> {
-    print!("{}", export::ModelInfo::read(file)?);
+    print!("{}", strokeseg_model::ModelInfo::read(file)?);
     Ok(())
 }
 
@@ -1025,8 +884,8 @@ fn run_evaluate(args: &EvaluateArgs) -> Result<()> {
         },
         only_cases,
     };
-    let evaluation =
-        evaluation::evaluate_dataset_with(&args.pred, &truth, &options).with_context(|| {
+    let evaluation = strokeseg_eval::evaluate_dataset_with(&args.pred, &truth, &options)
+        .with_context(|| {
             format!(
                 "cannot evaluate the predictions in {} against {}",
                 args.pred.display(),

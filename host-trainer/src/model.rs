@@ -1,6 +1,6 @@
-//! The residual 2D U-Net (tch): its configuration, its parameter names, and its forward
-//! pass. The ONNX exporter walks the same configuration and names, so the two can only
-//! change together.
+//! The residual 2D U-Net (tch): its configuration, its parameter names, its forward pass, and
+//! its constructors (seeded initial weights, weights from a checkpoint file). The ONNX
+//! exporter walks the same configuration and names, so the two can only change together.
 //!
 //! # Architecture (input `[N, C, H, W]`, output logits `[N, n_classes, H, W]`)
 //!
@@ -26,9 +26,15 @@
 //! `enc{l}.proj.weight`, `enc{l}.proj_bn.*`; the same under `dec{l}`;
 //! `up{l}.weight` (`[w·2^(l+1), w·2^l, 2, 2]`), `up{l}.bias`; `head.weight`, `head.bias`.
 
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
-use tch::nn::{self, ModuleT};
+use tch::nn::{self, ModuleT, VarStore};
+use tch::{Device, Tensor};
+
+use crate::error::TrainError;
+use crate::rng::{Rng, stream};
 
 /// BatchNorm epsilon (PyTorch's default); the exporter folds with the same value.
 pub const BN_EPS: f64 = 1e-5;
@@ -218,6 +224,42 @@ impl ModuleT for ResUNet {
         }
         h.apply(&self.head)
     }
+}
+
+/// libtorch's default generator is process-global: seeding it and drawing the initial weights
+/// happen under this lock, so parallel runs (tests) cannot interleave their draws.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// A fresh network on `device` with weights initialised from `seed` (the same seed gives the
+/// same weights). Returns the variable store that owns them and the network.
+pub fn new_model(config: UNetConfig, device: Device, seed: u64) -> (VarStore, ResUNet) {
+    let _lock = INIT_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let init_seed = Rng::stream(seed, &[stream::INIT]).next_u64() >> 1;
+    tch::manual_seed(init_seed as i64);
+    let vs = VarStore::new(device);
+    let net = ResUNet::new(&vs.root(), config);
+    (vs, net)
+}
+
+/// The network of `config` on `device` with the weights of `checkpoint` (a `.safetensors` file
+/// written by the trainer). Every variable must be present with its shape.
+pub fn load_checkpoint(
+    checkpoint: &Path,
+    config: UNetConfig,
+    device: Device,
+) -> Result<(VarStore, ResUNet), TrainError> {
+    if !checkpoint.is_file() {
+        return Err(TrainError::RunFolder {
+            path: checkpoint.to_path_buf(),
+            reason: "checkpoint not found".into(),
+        });
+    }
+    let (mut vs, net) = new_model(config, device, 0);
+    vs.load(checkpoint).map_err(|e| TrainError::RunFolder {
+        path: checkpoint.to_path_buf(),
+        reason: format!("cannot load into a {config:?} network: {e}"),
+    })?;
+    Ok((vs, net))
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::{ok, s, strokeseg_train, text};
+use strokeseg_io::{Dataset, Dtype, NiftiVolumeReader, NiftiWriter, PatientGrouping};
 use strokeseg_shared::Modality;
-use strokeseg_shared::io::{Dataset, Dtype, NiftiVolumeReader, NiftiWriter, PatientGrouping};
 
 fn evaluate(args: &[&str]) -> Output {
     let mut all = vec!["evaluate"];

@@ -8,7 +8,7 @@ mod common;
 use common::{ok, s, strokeseg_train as train, text};
 use strokeseg_trainer::checkpoint::{Which, load_model};
 use strokeseg_trainer::export::{Checkpoint, Int8Calibration, RunExportOptions, export_run};
-use strokeseg_trainer::run::{Evaluation, RunConfig, RunPaths};
+use strokeseg_trainer::run::{RunConfig, RunEvaluation, RunPaths};
 
 /// The flags that make a run tiny.
 const TINY: &[&str] = &[
@@ -106,9 +106,9 @@ fn train_writes_the_run_folder_contract() {
     assert!(lines[2].starts_with("2,"));
     let png = std::fs::read(paths.curves_png()).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let evaluation = Evaluation::load(&run_dir).unwrap();
+    let evaluation = RunEvaluation::load(&run_dir).unwrap();
     assert_eq!(
-        evaluation.last.as_ref().unwrap().n_cases,
+        evaluation.last.as_ref().unwrap().n_cases(),
         run.split.val_cases.len()
     );
     // Both checkpoints load into the configured network.
@@ -121,11 +121,11 @@ fn train_writes_the_run_folder_contract() {
     for (checkpoint, dice) in [
         (
             Checkpoint::Best,
-            evaluation.best.as_ref().map(|b| b.mean_dice),
+            evaluation.best.as_ref().map(|b| b.mean_dice()),
         ),
         (
             Checkpoint::Last,
-            evaluation.last.as_ref().map(|l| l.mean_dice),
+            evaluation.last.as_ref().map(|l| l.mean_dice()),
         ),
     ] {
         let exported = export_run(&RunExportOptions {
@@ -232,7 +232,7 @@ fn cv_runs_every_fold_and_writes_the_summary() {
     let mut n_infinite = 0;
     let mut finite_hd = Vec::new();
     for fold in 0..2usize {
-        let evaluation = Evaluation::load(&root.join(format!("fold_{fold}"))).unwrap();
+        let evaluation = RunEvaluation::load(&root.join(format!("fold_{fold}"))).unwrap();
         let last = evaluation.last.unwrap();
         let mut fold_infinite = 0;
         for case in &last.cases {
@@ -263,7 +263,7 @@ fn cv_runs_every_fold_and_writes_the_summary() {
         assert_eq!(f["n_hausdorff_infinite"], fold_infinite);
         match (f["hausdorff_mm"].as_f64(), f["hausdorff95_mm"].as_f64()) {
             (Some(hd), Some(hd95)) => assert!(hd95 <= hd && hd >= 0.0, "{f}"),
-            (None, None) => assert_eq!(fold_infinite, last.n_cases, "{f}"),
+            (None, None) => assert_eq!(fold_infinite, last.n_cases(), "{f}"),
             _ => panic!("fold {fold}: {f}"),
         }
         n_infinite += fold_infinite;

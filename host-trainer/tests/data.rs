@@ -5,7 +5,7 @@
 
 mod common;
 
-use strokeseg_shared::io::PatientGrouping;
+use strokeseg_io::PatientGrouping;
 use strokeseg_shared::postprocess::PostprocessConfig;
 use strokeseg_trainer::data::{self, load_training_slices};
 use strokeseg_trainer::eval::score_case;

@@ -15,9 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use strokeseg_phantom::DatasetOptions;
 use strokeseg_shared::PreprocessConfig;
 use strokeseg_shared::model_meta::TrainingSummary;
-use strokeseg_shared::phantom::{self, DatasetOptions};
 use strokeseg_shared::postprocess::PostprocessConfig;
 use strokeseg_trainer::export::{self, ModelDescription, TractModel, UNetWeights};
 use strokeseg_trainer::model::{ResUNet, UNetConfig};
@@ -55,7 +55,7 @@ fn tract_latency_fp32_vs_int8() -> TestResult {
     let preprocess = PreprocessConfig::default();
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("phantom");
-    phantom::write_dataset(
+    strokeseg_phantom::write_dataset(
         &data,
         &DatasetOptions {
             n_cases: 2,

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use strokeseg_phantom::DatasetOptions;
 use strokeseg_shared::PreprocessConfig;
 use strokeseg_shared::model_meta::TrainingSummary;
-use strokeseg_shared::phantom::{self, DatasetOptions};
 use strokeseg_shared::postprocess::PostprocessConfig;
 use strokeseg_trainer::export::{self, Checkpoint, ExportError, RunExportOptions};
 use strokeseg_trainer::model::{ResUNet, UNetConfig};
@@ -100,7 +100,7 @@ fn export_and_model_info_from_the_command_line() -> TestResult {
     let run = tmp.path().join("run");
     make_run(&run, UNET, UNET)?;
     let data = tmp.path().join("phantom");
-    phantom::write_dataset(
+    strokeseg_phantom::write_dataset(
         &data,
         &DatasetOptions {
             n_cases: 2,

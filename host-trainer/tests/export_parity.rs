@@ -13,13 +13,12 @@
 
 use std::path::{Path, PathBuf};
 
+use strokeseg_model::ModelInfo;
+use strokeseg_phantom::DatasetOptions;
 use strokeseg_shared::PreprocessConfig;
 use strokeseg_shared::model_meta::{METADATA_KEY, ModelMetadata, TrainingSummary};
-use strokeseg_shared::phantom::{self, DatasetOptions};
 use strokeseg_shared::postprocess::PostprocessConfig;
-use strokeseg_trainer::export::{
-    self, ModelDescription, ModelInfo, PreparedSlice, TractModel, UNetWeights,
-};
+use strokeseg_trainer::export::{self, ModelDescription, PreparedSlice, TractModel, UNetWeights};
 use strokeseg_trainer::model::{ResUNet, UNetConfig};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -57,7 +56,7 @@ fn phantom_cases(
         max_slices: 8,
         ..DatasetOptions::default()
     };
-    phantom::write_dataset(dir, &options)?;
+    strokeseg_phantom::write_dataset(dir, &options)?;
     let config = preprocess();
     let mut train = Vec::new();
     let mut held_out = Vec::new();
@@ -196,13 +195,13 @@ fn exported_models_match_tch_and_each_other() -> TestResult {
         assert_eq!(meta.source_checkpoint_sha256, sha256);
         assert_eq!(
             info.inputs.first().map(|i| i.shape.clone()),
-            Some(vec!["1".into(), "5".into(), "64".into(), "64".into()])
+            Some(vec![Some(1), Some(5), Some(64), Some(64)])
         );
         assert!(info.to_string().contains(METADATA_KEY));
     }
     let int8_info = ModelInfo::read(&int8_path)?;
-    let n_qconv = int8_info.op_counts.get("QLinearConv").copied().unwrap_or(0);
-    assert_eq!(n_qconv, 2 * 5 + 5, "ops: {:?}", int8_info.op_counts);
+    let n_qconv = int8_info.operators.get("QLinearConv").copied().unwrap_or(0);
+    assert_eq!(n_qconv, 2 * 5 + 5, "ops: {:?}", int8_info.operators);
 
     let fp32 = TractModel::load(&fp32_path)?;
     let int8 = TractModel::load(&int8_path)?;

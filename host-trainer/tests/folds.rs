@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use strokeseg_shared::io::{Dataset, PatientGrouping};
+use strokeseg_io::{Dataset, PatientGrouping};
 use strokeseg_trainer::data::assign_folds;
 
 #[test]

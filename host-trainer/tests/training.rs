@@ -9,13 +9,12 @@ use std::path::Path;
 
 use strokeseg_shared::postprocess::PostprocessConfig;
 use strokeseg_trainer::augment::AugmentConfig;
-use strokeseg_trainer::checkpoint::{Which, load_model, new_model};
+use strokeseg_trainer::checkpoint::{Which, load_model};
 use strokeseg_trainer::eval::evaluate_cases;
 use strokeseg_trainer::loss::LossKind;
-use strokeseg_trainer::run::{Evaluation, RunConfig, RunPaths};
-use strokeseg_trainer::train::{
-    self, Precision, TrainControl, TrainOutcome, TrainState, new_run_config,
-};
+use strokeseg_trainer::model::new_model;
+use strokeseg_trainer::run::{Precision, RunConfig, RunEvaluation, RunPaths, Validation};
+use strokeseg_trainer::train::{self, TrainControl, TrainOutcome, TrainState, new_run_config};
 use tch::Device;
 
 fn read(path: &Path) -> String {
@@ -76,8 +75,7 @@ fn a_tiny_network_overfits_a_handful_of_slices() {
 
     let (_, _, trained) = load_model(run_dir.path(), Which::Last, Device::Cpu).unwrap();
     let after = evaluate_cases(&trained, &data, &all, &post, None, 8).unwrap();
-    let lesion_dice =
-        |s: &strokeseg_trainer::eval::EvalSummary| s.mean_dice_lesion_cases.unwrap_or(0.0);
+    let lesion_dice = |s: &Validation| s.mean_dice_lesion_cases.unwrap_or(0.0);
     assert!(
         lesion_dice(&after) > 0.6 && lesion_dice(&after) > lesion_dice(&before) + 0.3,
         "case Dice went from {} to {}",
@@ -162,8 +160,8 @@ fn resume_after_a_stop_takes_bit_identical_steps() {
         "final weights differ"
     );
     // (Compared as read back from disk: JSON does not promise the last bit of an f64.)
-    let straight_eval = Evaluation::load(straight.path()).unwrap();
-    let stopped_eval = Evaluation::load(stopped.path()).unwrap();
+    let straight_eval = RunEvaluation::load(straight.path()).unwrap();
+    let stopped_eval = RunEvaluation::load(stopped.path()).unwrap();
     assert_eq!(straight_eval, stopped_eval);
     assert_eq!(evaluation.best_epoch, stopped_eval.best_epoch);
     // Resuming a finished run changes nothing.

@@ -3,8 +3,9 @@
 //! The core is `#![no_std]` and allocation-free: preprocessing (per-volume statistics,
 //! brain mask, normalisation, resampling and its inverse), metrics and postprocessing all
 //! work into caller-provided buffers, so the same code runs on the training host, the ARM
-//! edge box and a Cortex-M test firmware. The `std` feature adds NIfTI study I/O, dataset
-//! discovery and the synthetic CTP phantom generator.
+//! edge box and a Cortex-M test firmware. NIfTI study I/O (`strokeseg-io`), the synthetic
+//! CTP phantom (`strokeseg-phantom`) and dataset evaluation (`strokeseg-eval`) are crates of
+//! their own beside this one, so each binary compiles only what it uses.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 #[cfg(feature = "alloc")]
@@ -18,16 +19,11 @@ pub mod modality;
 pub mod perfusion_rule;
 pub mod postprocess;
 pub mod preprocess;
+pub mod rng;
 pub mod stats;
 
-#[cfg(feature = "std")]
-pub mod evaluation;
-#[cfg(feature = "std")]
-pub mod io;
 #[cfg(all(feature = "alloc", feature = "serde"))]
 pub mod model_meta;
-#[cfg(feature = "std")]
-pub mod phantom;
 #[cfg(feature = "alloc")]
 pub mod surface;
 

@@ -7,7 +7,9 @@
 //! ([`HealthyCbfStats::add_slice`], fixed-size histograms, about 25 KiB); pass 2 applies
 //! [`core_mask_slice`] to each slice. Nothing here allocates.
 
+use crate::config::{ChannelSpec, Normalization, PreprocessConfig};
 use crate::error::CoreError;
+use crate::modality::Modality;
 use crate::stats::LogHistogram;
 
 /// Which tissue gives the healthy CBF that the core is measured against.
@@ -190,6 +192,24 @@ impl HealthyCbfStats {
             _ => Err(CoreError::NoHealthyTissue),
         }
     }
+}
+
+/// The preprocessing the rule's studies are read with: the two channels the rule reads (CBF,
+/// Tmax) with the default brain-mask rule. The edge runtime's threshold method and the HIL
+/// firmware both use this one config.
+pub fn rule_preprocess_config() -> PreprocessConfig {
+    let mut config = PreprocessConfig {
+        channels: Default::default(),
+        ..PreprocessConfig::default()
+    };
+    for modality in [Modality::Cbf, Modality::Tmax] {
+        // Two channels always fit in MAX_CHANNELS.
+        let _ = config.channels.push(ChannelSpec {
+            modality,
+            norm: Normalization::ROBUST,
+        });
+    }
+    config
 }
 
 /// Writes the core mask of one slice into `out` (1 = core) and returns its voxel count:

@@ -12,10 +12,6 @@
 //! `qemu-user-static`, `gcc-aarch64-linux-gnu`, and `defmt-print` with `cargo install`).
 //! `cargo xtask hil firmware` or `cargo xtask hil edge` runs one loop.
 
-#[path = "../../tests/hil/firmware/src/pipeline.rs"]
-#[allow(dead_code)] // some items are used only by the firmware side of this shared file
-mod pipeline;
-
 mod edge;
 mod elf;
 mod firmware;

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use strokeseg_edge::fixture::{FixtureOptions, Precision, fixture_model};
-use strokeseg_shared::phantom::{self, CaseSummary, DatasetOptions};
+use strokeseg_model::fixture::{FixtureOptions, Precision, fixture_model};
+use strokeseg_phantom::{CaseSummary, DatasetOptions};
 
 pub fn edge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strokeseg-edge"))
@@ -49,9 +49,9 @@ pub fn phantom_case(
     index: usize,
     gzip: bool,
 ) -> (PathBuf, CaseSummary) {
-    let case = phantom::generate_case(opts.seed, index, opts);
+    let case = strokeseg_phantom::generate_case(opts.seed, index, opts);
     let case_dir = dir.join(name);
-    let summary = phantom::write_case(&case_dir, &case, 100, gzip, false).unwrap();
+    let summary = strokeseg_phantom::write_case(&case_dir, &case, 100, gzip, false).unwrap();
     (case_dir, summary)
 }
 

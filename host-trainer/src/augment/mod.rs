@@ -135,23 +135,23 @@ pub fn augment_batch(
     let mut theta = Vec::with_capacity(b as usize * 6);
     let mut elastic_on = Vec::with_capacity(b as usize);
     for _ in 0..b {
-        let flip_x = if rng.bernoulli(config.flip_x_prob) {
+        let flip_x = if rng.chance(config.flip_x_prob) {
             -1.0
         } else {
             1.0
         };
-        let flip_y = if rng.bernoulli(config.flip_y_prob) {
+        let flip_y = if rng.chance(config.flip_y_prob) {
             -1.0
         } else {
             1.0
         };
         let angle = rng
-            .uniform_in(-config.rotation_deg, config.rotation_deg)
+            .uniform(-config.rotation_deg, config.rotation_deg)
             .to_radians();
-        let scale = rng.uniform_in(config.scale_range.0, config.scale_range.1);
-        let tx = rng.uniform_in(-config.translate_frac, config.translate_frac) * 2.0;
-        let ty = rng.uniform_in(-config.translate_frac, config.translate_frac) * 2.0;
-        elastic_on.push(rng.bernoulli(config.elastic_prob));
+        let scale = rng.uniform(config.scale_range.0, config.scale_range.1);
+        let tx = rng.uniform(-config.translate_frac, config.translate_frac) * 2.0;
+        let ty = rng.uniform(-config.translate_frac, config.translate_frac) * 2.0;
+        elastic_on.push(rng.chance(config.elastic_prob));
         // Pixel-space M = R(angle) · diag(flip_x, flip_y) / scale, conjugated by
         // D = diag(W/2, H/2) into normalised space: theta = D⁻¹ M D.
         let (sin, cos) = angle.sin_cos();
@@ -216,10 +216,10 @@ pub fn augment_batch(
     let mut gains = Vec::with_capacity((b * c) as usize);
     let mut offsets = Vec::with_capacity((b * c) as usize);
     for _ in 0..b {
-        let on = rng.bernoulli(config.intensity_prob);
+        let on = rng.chance(config.intensity_prob);
         for _ in 0..c {
-            let gain = 1.0 + rng.uniform_in(-config.intensity_scale, config.intensity_scale);
-            let offset = rng.uniform_in(-config.intensity_shift, config.intensity_shift);
+            let gain = 1.0 + rng.uniform(-config.intensity_scale, config.intensity_scale);
+            let offset = rng.uniform(-config.intensity_shift, config.intensity_shift);
             gains.push(if on { gain as f32 } else { 1.0 });
             offsets.push(if on { offset as f32 } else { 0.0 });
         }

@@ -83,7 +83,7 @@ pub fn assign_folds<S: AsRef<str>>(
             n_folds,
         });
     }
-    Rng::derive(seed, &[stream::FOLDS]).shuffle(&mut patients);
+    Rng::stream(seed, &[stream::FOLDS]).shuffle(&mut patients);
     patients.sort_by_key(|(_, cases)| std::cmp::Reverse(cases.len()));
     let mut fold_sizes = vec![0usize; n_folds];
     let mut fold_of_case = vec![0usize; patient_of_case.len()];

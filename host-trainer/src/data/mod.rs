@@ -17,10 +17,10 @@ pub mod sampler;
 
 use std::path::{Path, PathBuf};
 
-use strokeseg_shared::PreprocessConfig;
-use strokeseg_shared::io::{
+use strokeseg_io::{
     Dataset, DatasetCase, GridTolerance, PatientGrouping, ReadLimits, SlicePreparer, Study,
 };
+use strokeseg_shared::PreprocessConfig;
 use strokeseg_shared::modality::Modality;
 use strokeseg_shared::preprocess::{GridMap, SliceGeometry};
 use tch::{Device, Kind, Tensor};
@@ -223,6 +223,26 @@ fn prepare_case(
         truth,
         brain,
     })
+}
+
+/// The dataset at `data_dir` of `n_cases` cases described for the model card: `phantom seed
+/// S, N cases` for a phantom dataset (its `phantom_truth.json` names the seed), else `<folder
+/// name>, N cases`.
+pub fn describe(data_dir: &Path, n_cases: usize) -> String {
+    let seed = std::fs::read_to_string(data_dir.join(strokeseg_phantom::TRUTH_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("seed").and_then(serde_json::Value::as_u64));
+    match seed {
+        Some(seed) => format!("phantom seed {seed}, {n_cases} cases"),
+        None => {
+            let name = data_dir.file_name().map_or_else(
+                || data_dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            format!("{name}, {n_cases} cases")
+        }
+    }
 }
 
 /// Reads the dataset at `data_dir` with `grouping` (the two-slab heuristic by default; a

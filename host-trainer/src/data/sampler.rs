@@ -93,7 +93,7 @@ impl LesionSampler {
 
     /// The batches of `epoch` (0-based), each `batch_size` global slice indices.
     pub fn epoch_batches(&self, epoch: u32) -> Vec<Vec<usize>> {
-        let mut rng = Rng::derive(self.seed, &[stream::SAMPLER, u64::from(epoch)]);
+        let mut rng = Rng::stream(self.seed, &[stream::SAMPLER, u64::from(epoch)]);
         let mut all = Queue::new(&self.all, &mut rng);
         let mut lesion = Queue::new(&self.lesion, &mut rng);
         let k = self.lesion_slots();

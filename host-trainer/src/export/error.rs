@@ -15,6 +15,9 @@ pub enum ExportError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An output could not be written (the shared atomic writer names the file).
+    #[error(transparent)]
+    Write(#[from] strokeseg_io::IoError),
     /// The run folder has no `run.json`.
     #[error("{path}: run config not found (is this a training run folder?)")]
     MissingRunConfig {

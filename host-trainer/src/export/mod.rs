@@ -12,22 +12,21 @@
 //!   `graph` module documents the form, ARCHITECTURE.md says why.
 //!
 //! Every file is written to `<name>.tmp` and renamed when complete; the metadata is
-//! validated before anything is written. [`ModelInfo`] reads any model back.
+//! validated before anything is written. `strokeseg_model::ModelInfo` reads any model back.
 
 mod error;
 mod graph;
-mod info;
 mod onnx;
 mod run_dir;
 mod slices;
 mod tract_run;
 mod weights;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
+use strokeseg_io::atomic::write_atomically;
+use strokeseg_model::sha256_hex;
 use strokeseg_shared::PreprocessConfig;
 use strokeseg_shared::model_meta::{
     METADATA_KEY, METADATA_SCHEMA_VERSION, ModelMetadata, TrainingSummary,
@@ -37,7 +36,6 @@ use tract_onnx::pb::ModelProto;
 
 pub use error::ExportError;
 pub use graph::Range;
-pub use info::{ModelInfo, TensorDesc};
 pub use run_dir::{Checkpoint, Int8Calibration, RunExport, RunExportOptions, export_run};
 pub use slices::{PreparedSlice, calibration_inputs, prepare_study};
 pub use tract_run::TractModel;
@@ -326,28 +324,9 @@ fn write_model(model: &ModelProto, path: &Path) -> Result<ExportedModel, ExportE
     Ok(ExportedModel {
         path: path.to_path_buf(),
         bytes: bytes.len() as u64,
-        sha256: weights::hex(&Sha256::digest(&bytes)),
+        sha256: sha256_hex(&bytes),
         metadata,
     })
-}
-
-/// Writes `bytes` to `<path>.tmp`, syncs, and renames it to `path`; on any error the
-/// temporary file is removed and `path` is untouched.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(|e| ExportError::io(&tmp, e))?;
-        file.write_all(bytes)
-            .map_err(|e| ExportError::io(&tmp, e))?;
-        file.sync_all().map_err(|e| ExportError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| ExportError::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// `time` as RFC 3339 UTC with second precision (`2025-01-31T12:00:00Z`).
@@ -385,19 +364,5 @@ mod tests {
         assert_eq!(rfc3339_utc(t), "2000-02-29T01:01:01Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599);
         assert_eq!(rfc3339_utc(t), "2024-12-31T23:59:59Z");
-    }
-
-    #[test]
-    fn atomic_write_leaves_no_temp_file() -> Result<(), ExportError> {
-        let dir = std::env::temp_dir().join(format!("strokeseg-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| ExportError::io(&dir, e))?;
-        let path = dir.join("model.onnx");
-        write_atomically(&path, b"abc")?;
-        assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&b"abc"[..]));
-        assert!(!dir.join("model.onnx.tmp").exists());
-        let missing = dir.join("no/such/dir/model.onnx");
-        assert!(write_atomically(&missing, b"abc").is_err());
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(())
     }
 }

@@ -12,13 +12,14 @@ use strokeseg_shared::postprocess::PostprocessConfig;
 
 use super::{
     ExportError, ExportedModel, ModelDescription, UNetWeights, calibration_inputs, export_fp32,
-    export_int8, model_metadata, write_atomically,
+    export_int8, model_metadata,
 };
 use crate::model::UNetConfig;
 use crate::run::{
-    BEST_CHECKPOINT, CHECKPOINT_DIR, Evaluation, LAST_CHECKPOINT, RUN_FILE as RUN_CONFIG_FILE,
-    RUN_SCHEMA_VERSION, RunConfig, SplitInfo,
+    BEST_CHECKPOINT, CHECKPOINT_DIR, LAST_CHECKPOINT, RUN_FILE as RUN_CONFIG_FILE,
+    RUN_SCHEMA_VERSION, RunConfig, RunEvaluation, SplitInfo,
 };
+use strokeseg_io::atomic::write_atomically;
 /// The fp32 model's file name in the output folder.
 pub const FP32_FILE: &str = "model.onnx";
 /// The int8 model's file name in the output folder.
@@ -160,7 +161,10 @@ fn read_run_file(run_dir: &Path) -> Result<RunFile, ExportError> {
 
 /// The held-out mean case Dice of the run's last checkpoint, from `evaluation.json`.
 fn last_checkpoint_dice(run_dir: &Path) -> Option<f64> {
-    Evaluation::load(run_dir).ok()?.last.map(|l| l.mean_dice)
+    RunEvaluation::load(run_dir)
+        .ok()?
+        .last
+        .map(|l| l.mean_dice())
 }
 
 /// Exports a run: reads `run.json` and the checkpoint, checks they agree, writes the

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use strokeseg_io::{Dataset, PatientGrouping, SlicePreparer, Study};
 use strokeseg_shared::PreprocessConfig;
-use strokeseg_shared::io::{Dataset, PatientGrouping, SlicePreparer, Study};
 
 use super::ExportError;
 

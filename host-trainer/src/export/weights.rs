@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use strokeseg_model::sha256_hex;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -130,7 +130,7 @@ impl UNetWeights {
             });
         }
         let bytes = std::fs::read(path).map_err(|e| ExportError::io(path, e))?;
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = sha256_hex(&bytes);
         drop(bytes);
         let named = Tensor::read_safetensors(path).map_err(|e| ExportError::CorruptCheckpoint {
             path: path.to_path_buf(),
@@ -369,11 +369,6 @@ impl FoldedUNet {
             .sum();
         enc + dec + up + conv(&self.head, pixels(0))
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

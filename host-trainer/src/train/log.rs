@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{TrainError, write_atomically, write_json};
+use strokeseg_io::atomic::{write_atomically, write_json_atomically};
+
+use crate::error::TrainError;
 
 /// Held-out results of one epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -84,7 +86,7 @@ pub fn write_metrics(
         ));
     }
     write_atomically(csv_path, csv.as_bytes())?;
-    write_json(json_path, &records)
+    Ok(write_json_atomically(json_path, &records)?)
 }
 
 /// Header of `steps.csv`. Values are written with Rust's shortest round-trip formatting, so

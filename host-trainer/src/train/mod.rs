@@ -1,11 +1,13 @@
 //! The training loop: batches with lesion oversampling, augmentation on the device, the
 //! configured loss, AdamW/SGD with warm-up and decay, gradient clipping, per-epoch case-level
 //! validation, checkpoints (best and last), logs and curves, exact resume, and a stop flag
-//! (Ctrl-C) that saves a checkpoint before returning.
+//! (Ctrl-C) that saves a checkpoint before returning; starting a new run in a folder or
+//! resuming the one it holds ([`train_or_resume`]). The logs ([`log`]) and the curves
+//! ([`plot`]) of a run are drawn from its epoch records.
 //!
 //! # Reproducibility
 //!
-//! Weights are initialised from the seed ([`crate::checkpoint::new_model`]); batch order and
+//! Weights are initialised from the seed ([`crate::model::new_model`]); batch order and
 //! augmentation are pure functions of `(seed, epoch, batch)` ([`crate::rng`]); the optimiser
 //! state, the step counter, the partial-epoch sums and the history are in the checkpoint. So on
 //! the CPU, a run stopped after any step and resumed takes bit-identical steps to the run that
@@ -22,6 +24,7 @@
 //! the f32 master weights. The CLI offers it on CUDA only.
 
 pub mod log;
+pub mod plot;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,118 +39,22 @@ use strokeseg_shared::postprocess::PostprocessConfig;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use crate::augment::{AugmentConfig, augment_batch};
-use crate::checkpoint::{load_checkpoint, new_model};
+use strokeseg_io::atomic::{publish_atomically, tmp_path, write_json_atomically};
+
+use crate::augment::augment_batch;
 use crate::data::{LesionSampler, LoadedDataset, assign_folds};
-use crate::error::{TrainError, read_json, tmp_path, write_json};
-use crate::eval::{EvalSummary, evaluate_cases};
-use crate::loss::{Loss, LossConfig, class_weights_from_counts};
-use crate::model::{ResUNet, UNetConfig};
-use crate::plot::write_curves;
+use crate::error::{TrainError, read_json};
+use crate::eval::evaluate_cases;
+use crate::loss::{Loss, class_weights_from_counts};
+use crate::model::{ResUNet, UNetConfig, load_checkpoint, new_model};
 use crate::rng::{Rng, stream};
-use crate::run::{Evaluation, RUN_SCHEMA_VERSION, RunConfig, RunPaths, SplitInfo, git_revision};
-use crate::schedule::{LrSchedule, Optimizer, OptimizerConfig, ScheduleConfig, clip_grad_norm};
+use crate::run::{
+    Precision, RUN_SCHEMA_VERSION, RunConfig, RunEvaluation, RunPaths, SplitInfo, TrainConfig,
+    Validation, git_revision,
+};
+use crate::schedule::{LrSchedule, Optimizer, clip_grad_norm};
 use log::{EpochRecord, StepLog, ValRecord, write_metrics};
-
-/// Arithmetic precision of the training steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// f32 throughout.
-    #[default]
-    Fp32,
-    /// bf16 forward/backward with f32 master weights (see the module docs).
-    Bf16,
-}
-
-/// Every training hyper-parameter (recorded in `run.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// The loss.
-    pub loss: LossConfig,
-    /// Epochs to train.
-    pub epochs: u32,
-    /// Slices per batch.
-    pub batch_size: usize,
-    /// Optimiser and peak learning rate.
-    pub optimizer: OptimizerConfig,
-    /// Warm-up and decay.
-    pub schedule: ScheduleConfig,
-    /// Clip the joint gradient L2 norm to this value (`None`: no clipping).
-    pub grad_clip_norm: Option<f64>,
-    /// Share of each batch reserved for slices with lesion (0–1).
-    pub lesion_fraction: f64,
-    /// Augmentation.
-    pub augment: AugmentConfig,
-    /// Validate every this many epochs (and always after the last).
-    pub val_every_epochs: u32,
-    /// Slices per forward pass during evaluation.
-    pub eval_batch_size: usize,
-    /// Step precision.
-    pub precision: Precision,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            loss: LossConfig::default(),
-            epochs: 100,
-            batch_size: 8,
-            optimizer: OptimizerConfig::default(),
-            schedule: ScheduleConfig::default(),
-            grad_clip_norm: Some(5.0),
-            lesion_fraction: 0.5,
-            augment: AugmentConfig::default(),
-            val_every_epochs: 1,
-            eval_batch_size: 16,
-            precision: Precision::Fp32,
-        }
-    }
-}
-
-impl TrainConfig {
-    /// Checks every value; returns the first problem.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |reason: String| Err(TrainError::Config { reason });
-        if self.epochs == 0 {
-            return bad("epochs must be at least 1".into());
-        }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("batch sizes must be at least 1".into());
-        }
-        let lr = self.optimizer.lr;
-        if !(lr > 0.0 && lr.is_finite()) {
-            return bad(format!("learning rate {lr} must be finite and > 0"));
-        }
-        let l = self.loss;
-        for (name, v) in [
-            ("lambda_ce", l.lambda_ce),
-            ("lambda_gdl", l.lambda_gdl),
-            ("ce_weight_power", l.ce_weight_power),
-            ("weight_decay", self.optimizer.weight_decay),
-            ("warmup_epochs", self.schedule.warmup_epochs),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return bad(format!("{name} = {v} must be finite and ≥ 0"));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.lesion_fraction) {
-            return bad(format!(
-                "lesion_fraction = {} must be in [0, 1]",
-                self.lesion_fraction
-            ));
-        }
-        if let Some(c) = self.grad_clip_norm
-            && !(c > 0.0 && c.is_finite())
-        {
-            return bad(format!("grad_clip_norm = {c} must be finite and > 0"));
-        }
-        if self.val_every_epochs == 0 {
-            return bad("val_every_epochs must be at least 1".into());
-        }
-        self.augment.validate().map_err(TrainError::config)
-    }
-}
+use plot::write_curves;
 
 /// What a new run is made of (the `train` command's settings).
 #[derive(Debug, Clone, PartialEq)]
@@ -266,6 +173,46 @@ pub fn new_run_config(
     })
 }
 
+/// Where [`train_or_resume`] starts (each variant boxed: both are large).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStart {
+    /// A new run of the spec: the folder (created if missing) gets a fresh `run.json`
+    /// ([`new_run_config`]) and training begins at the first step. The caller makes sure
+    /// the folder holds no run yet ([`RunPaths::holds_run`]).
+    New(Box<RunSpec>),
+    /// The run the folder holds (its `run.json`, as read by the caller), continued from its
+    /// last checkpoint; a complete run returns its stored evaluation.
+    Resume(Box<RunConfig>),
+}
+
+/// Trains the run in `run_dir` on `data` from `start`: the one place where a new run is set
+/// up and an interrupted one picked up again, for `strokeseg-train train` and for each fold
+/// of a cross-validation. Then as [`train`].
+pub fn train_or_resume(
+    run_dir: &Path,
+    start: RunStart,
+    data: &LoadedDataset,
+    device: Device,
+    control: &TrainControl,
+) -> Result<TrainOutcome, TrainError> {
+    let (mut run, resume) = match start {
+        RunStart::New(spec) => {
+            std::fs::create_dir_all(run_dir).map_err(|e| TrainError::file(run_dir, e))?;
+            let run = new_run_config(&spec, data, device)?;
+            tracing::info!(
+                "training on {} cases, holding out {} ({} folds, fold {:?}), device {device:?}",
+                run.split.train_cases.len(),
+                run.split.val_cases.len(),
+                run.split.n_folds,
+                run.split.fold
+            );
+            (run, false)
+        }
+        RunStart::Resume(run) => (*run, true),
+    };
+    train(run_dir, &mut run, data, device, control, resume)
+}
+
 /// Sums over the steps of the epoch in progress.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochAccumulator {
@@ -326,7 +273,7 @@ pub struct TrainControl {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainOutcome {
     /// All epochs ran; the final evaluation (boxed: it holds every held-out case's results).
-    Finished(Box<Evaluation>),
+    Finished(Box<RunEvaluation>),
     /// Stopped early; `checkpoints/last.*` hold the state to `--resume` from.
     Interrupted {
         /// Steps taken.
@@ -446,7 +393,7 @@ impl Model {
         // VarStore::save picks the format from the extension: keep `.safetensors` last.
         let tmp = path.with_extension("tmp.safetensors");
         self.vs.save(&tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| TrainError::file(path, e))
+        Ok(publish_atomically(&tmp, path)?)
     }
 }
 
@@ -455,25 +402,28 @@ fn save_last(model: &Model, paths: &RunPaths, state: &TrainState) -> Result<(), 
     let opt_path = paths.last_optimizer();
     let tmp = opt_path.with_extension("tmp.safetensors");
     model.optimizer.save(&tmp)?;
-    std::fs::rename(&tmp, &opt_path).map_err(|e| TrainError::file(&opt_path, e))?;
+    publish_atomically(&tmp, &opt_path)?;
     // The state goes last: it names a step whose weights and moments are already on disk.
-    write_json(&paths.last_state(), state)
+    Ok(write_json_atomically(&paths.last_state(), state)?)
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), TrainError> {
     let tmp = tmp_path(to);
-    std::fs::copy(from, &tmp).map_err(|e| TrainError::file(from, e))?;
-    std::fs::rename(&tmp, to).map_err(|e| TrainError::file(to, e))
+    if let Err(e) = std::fs::copy(from, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(TrainError::file(from, e));
+    }
+    Ok(publish_atomically(&tmp, to)?)
 }
 
-fn val_record(summary: &EvalSummary, eval_time_s: f64) -> ValRecord {
+fn val_record(validation: &Validation, eval_time_s: f64) -> ValRecord {
     ValRecord {
-        loss: summary.loss,
-        dice: summary.mean_dice,
-        dice_lesion_cases: summary.mean_dice_lesion_cases,
-        precision: summary.mean_precision,
-        recall: summary.mean_recall,
-        abs_volume_difference_ml: summary.mean_abs_volume_difference_ml,
+        loss: validation.loss,
+        dice: validation.mean_dice(),
+        dice_lesion_cases: validation.mean_dice_lesion_cases,
+        precision: validation.mean_precision(),
+        recall: validation.mean_recall(),
+        abs_volume_difference_ml: validation.mean_abs_volume_difference_ml(),
         eval_time_s,
     }
 }
@@ -556,6 +506,17 @@ pub fn train(
         steps_per_epoch * u64::from(cfg.epochs),
     );
     let loss_fn = Loss::new(cfg.loss, &run.class_weights, device)?;
+    let postprocess = run.postprocess;
+    let validate_net = |net: &ResUNet| {
+        evaluate_cases(
+            net,
+            data,
+            &val_cases,
+            &postprocess,
+            Some(&loss_fn),
+            cfg.eval_batch_size,
+        )
+    };
 
     std::fs::create_dir_all(paths.checkpoint_dir())
         .map_err(|e| TrainError::file(&paths.checkpoint_dir(), e))?;
@@ -587,7 +548,9 @@ pub fn train(
     };
     if state.finished {
         tracing::info!("{} is already complete", run_dir.display());
-        return Ok(TrainOutcome::Finished(Box::new(Evaluation::load(run_dir)?)));
+        return Ok(TrainOutcome::Finished(Box::new(RunEvaluation::load(
+            run_dir,
+        )?)));
     }
     let mut steps = StepLog::open(&paths.steps_csv(), state.global_step)?;
 
@@ -606,7 +569,7 @@ pub fn train(
                 .labels
                 .f_index_select(0, &idx)?
                 .f_to_kind(Kind::Int64)?;
-            let mut rng = Rng::derive(
+            let mut rng = Rng::stream(
                 run.seed,
                 &[stream::AUGMENT, u64::from(epoch), batch_idx as u64],
             );
@@ -663,15 +626,8 @@ pub fn train(
             !val_cases.is_empty() && ((epoch + 1) % cfg.val_every_epochs == 0 || last_epoch);
         let val = if validate {
             let started = Instant::now();
-            let summary = evaluate_cases(
-                &model.net,
-                data,
-                &val_cases,
-                &run.postprocess,
-                Some(&loss_fn),
-                cfg.eval_batch_size,
-            )?;
-            Some(val_record(&summary, started.elapsed().as_secs_f64()))
+            let validation = validate_net(&model.net)?;
+            Some(val_record(&validation, started.elapsed().as_secs_f64()))
         } else {
             None
         };
@@ -731,40 +687,26 @@ pub fn train(
     // Final evaluation of the last and the best checkpoint.
     let evaluation = if val_cases.is_empty() {
         copy_file(&paths.last_checkpoint(), &paths.best_checkpoint())?;
-        Evaluation {
+        RunEvaluation {
             epochs: cfg.epochs,
             best_epoch: None,
             last: None,
             best: None,
         }
     } else {
-        let last = evaluate_cases(
-            &model.net,
-            data,
-            &val_cases,
-            &run.postprocess,
-            Some(&loss_fn),
-            cfg.eval_batch_size,
-        )?;
+        let last = validate_net(&model.net)?;
         let (_best_vs, best_net) = load_checkpoint(&paths.best_checkpoint(), run.unet, device)?;
-        let best = evaluate_cases(
-            &best_net,
-            data,
-            &val_cases,
-            &run.postprocess,
-            Some(&loss_fn),
-            cfg.eval_batch_size,
-        )?;
-        Evaluation {
+        let best = validate_net(&best_net)?;
+        RunEvaluation {
             epochs: cfg.epochs,
             best_epoch: state.best.map(|b| b.epoch),
             last: Some(last),
             best: Some(best),
         }
     };
-    write_json(&paths.evaluation(), &evaluation)?;
+    write_json_atomically(&paths.evaluation(), &evaluation)?;
     state.finished = true;
-    write_json(&paths.last_state(), &state)?;
+    write_json_atomically(&paths.last_state(), &state)?;
     run.training.epochs = cfg.epochs;
     run.save(run_dir)?;
     Ok(TrainOutcome::Finished(Box::new(evaluation)))

@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use strokeseg_io::PatientGrouping;
+use strokeseg_phantom::{DatasetOptions, write_dataset};
 use strokeseg_shared::PreprocessConfig;
-use strokeseg_shared::io::PatientGrouping;
-use strokeseg_shared::phantom::{DatasetOptions, write_dataset};
 use strokeseg_shared::postprocess::PostprocessConfig;
 use strokeseg_trainer::augment::AugmentConfig;
 use strokeseg_trainer::data::{self, LoadedDataset};
 use strokeseg_trainer::model::UNetConfig;
-use strokeseg_trainer::train::{RunSpec, TrainConfig};
+use strokeseg_trainer::run::TrainConfig;
+use strokeseg_trainer::train::RunSpec;
 
 /// Phantom options: `n_cases` slabs of 2–4 slices, every patient with a lesion.
 pub fn options(n_cases: usize, seed: u64) -> DatasetOptions {

@@ -19,8 +19,9 @@ use anyhow::{Context, Result, bail};
 
 use super::elf;
 use super::fixture;
-use super::pipeline::{self, Expected, FLOAT_REL_TOLERANCE, Fixture, Golden, Sink};
 use crate::cross;
+use strokeseg_hil_pipeline as pipeline;
+use strokeseg_hil_pipeline::{Expected, FLOAT_REL_TOLERANCE, Fixture, Golden, Sink};
 
 /// The firmware crate, relative to the workspace root.
 const FIRMWARE_DIR: &str = "tests/hil/firmware";
@@ -256,7 +257,7 @@ fn golden_source(study: &fixture::Study, golden: &[Golden]) -> String {
         s,
         "/// The host's results, in the order the workload emits them."
     );
-    s.push_str("pub static GOLDEN: &[crate::pipeline::Golden] = &[\n");
+    s.push_str("pub static GOLDEN: &[strokeseg_hil_pipeline::Golden] = &[\n");
     for g in golden {
         let expected = match g.expected {
             Expected::Int(v) => format!("Int({v})"),
@@ -265,7 +266,7 @@ fn golden_source(study: &fixture::Study, golden: &[Golden]) -> String {
         };
         let _ = writeln!(
             s,
-            "    crate::pipeline::Golden {{ name: {:?}, index: {}, expected: crate::pipeline::Expected::{expected} }},",
+            "    strokeseg_hil_pipeline::Golden {{ name: {:?}, index: {}, expected: strokeseg_hil_pipeline::Expected::{expected} }},",
             g.name, g.index
         );
     }

@@ -6,9 +6,10 @@
 //! same bits everywhere. It is generated fresh for every run and embedded in the firmware
 //! through `golden.rs`; nothing is committed.
 
-use super::pipeline::{
+use strokeseg_hil_pipeline::{
     N_CHANNELS, N_SLICES, NX, NY, SLICE_LEN, SPACING_X_MM, SPACING_Y_MM, TRUTH_LEN, VOXELS_LEN,
 };
+use strokeseg_shared::rng::Rng;
 
 /// Channel order of the fixture (the default config's).
 const CBF: usize = 0;
@@ -28,27 +29,6 @@ const CORE_RADIUS_PX: [f64; N_SLICES] = [0.0, 3.0, 4.5, 3.5];
 /// Penumbra extends this many pixels beyond the core.
 const PENUMBRA_RIM_PX: f64 = 2.5;
 
-/// xorshift64*: small, fast and identical on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Roughly normal (sum of four uniforms), mean 0, sd 1.
-    fn normal(&mut self) -> f64 {
-        let s: f64 = (0..4).map(|_| self.uniform()).sum();
-        (s - 2.0) * (3.0f64).sqrt()
-    }
-}
-
 /// The fixture: voxels `[slice][channel][y][x]` and the truth `[slice][y][x]`.
 pub struct Study {
     /// Raw channel values, [`VOXELS_LEN`] long.
@@ -59,7 +39,7 @@ pub struct Study {
 
 /// Makes the study for `seed`.
 pub fn study(seed: u64) -> Study {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut voxels = vec![0f32; VOXELS_LEN];
     let mut truth = vec![0u8; TRUTH_LEN];
     // Head: an ellipse of 13 × 14 mm semi-axes, centred; brain inside 85 % of it.

@@ -1,0 +1,23 @@
+//! NIfTI-1 study I/O (std): validated headers, slice-by-slice reading and writing,
+//! ISLES 2018 case folders and dataset discovery.
+//!
+//! Everything here reads at most one slice of one file at a time unless the caller asks
+//! for more. Headers are validated before anything sized by them is allocated, and every
+//! error names the file and what is wrong with it.
+
+pub mod atomic;
+mod dataset;
+mod dtype;
+mod error;
+mod header;
+mod reader;
+mod study;
+mod writer;
+
+pub use dataset::{Dataset, DatasetCase, PatientGrouping};
+pub use dtype::Dtype;
+pub use error::IoError;
+pub use header::{Affine, GridTolerance, HeaderInfo, ReadLimits, new_header, read_header};
+pub use reader::{NiftiVolumeReader, SliceStats};
+pub use study::{CaseFiles, MaskGrid, SlicePreparer, Study, StudyStats};
+pub use writer::NiftiWriter;
