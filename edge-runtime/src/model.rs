@@ -116,6 +116,7 @@ impl SegModel {
             .iter()
             .position(|o| o.name == metadata.output_name)
             .unwrap_or(0);
+        strokeseg_model::avoid_faulty_tract_kernels();
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(&proto)
             .map_err(load)?;

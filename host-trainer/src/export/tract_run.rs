@@ -45,6 +45,7 @@ impl TractModel {
         label: &str,
         outputs: Option<&[String]>,
     ) -> Result<TractModel, ExportError> {
+        strokeseg_model::avoid_faulty_tract_kernels();
         let mut model = tract_onnx::onnx()
             .with_ignore_value_info(true)
             .model_for_read(&mut &bytes[..])

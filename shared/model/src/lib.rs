@@ -153,6 +153,27 @@ pub struct ModelInfo {
     pub metadata_problem: Option<MetadataProblem>,
 }
 
+/// Keeps tract away from kernels that fault on our machines; call before the first model is
+/// prepared (every loader of ours does; calling again does nothing).
+///
+/// tract-linalg 0.23.9's AVX-512 AMX int8 matrix kernel (`avx512amx_mmm_i32_8x8`) faults
+/// intermittently in `tileloadd` (SIGSEGV in about 1 of 200 runs of an int8 model on the
+/// AMX-capable development VM), so the `amx-int8` feature is taken out of tract's detected
+/// instruction set on x86-64; the int8 models then run on the AVX-512 VNNI kernels. A
+/// `TRACT_CPU_ISA` set in the environment wins (a deployer's explicit choice).
+pub fn avoid_faulty_tract_kernels() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("TRACT_CPU_ISA").is_none() {
+                tract_onnx::prelude::tract_linalg::knobs::TRACT_CPU_ISA
+                    .set(Some("-amx-int8".to_owned()));
+            }
+        });
+    }
+}
+
 /// Lower-case hex SHA-256 of `bytes` (model files, checkpoints, `SHA256SUMS`).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -518,6 +539,15 @@ impl fmt::Display for ModelInfo {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_faulty_amx_kernel_is_taken_out_on_x86() {
+        avoid_faulty_tract_kernels();
+        let isa = tract_onnx::prelude::tract_linalg::knobs::TRACT_CPU_ISA.get();
+        if cfg!(target_arch = "x86_64") && std::env::var_os("TRACT_CPU_ISA").is_none() {
+            assert_eq!(isa.as_deref(), Some("-amx-int8"));
+        }
+    }
 
     #[test]
     fn sha256_of_the_empty_string() {
