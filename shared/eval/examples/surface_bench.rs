@@ -41,16 +41,11 @@ mod bench {
         m
     }
 
-    /// Every voxel foreground with probability `density` (xorshift, fixed seed).
+    /// Every voxel foreground with probability `density` (the project's PRNG, fixed seed).
     fn noise(density: f64, seed: u64) -> Vec<u8> {
-        let mut s = seed;
+        let mut rng = strokeseg_shared::rng::Rng::new(seed);
         (0..DIMS.iter().product::<usize>())
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                u8::from(((s >> 11) as f64 / (1u64 << 53) as f64) < density)
-            })
+            .map(|_| u8::from(rng.next_f64() < density))
             .collect()
     }
 

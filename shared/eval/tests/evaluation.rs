@@ -16,6 +16,7 @@ use strokeseg_io::{
 };
 use strokeseg_phantom::{DatasetOptions, write_dataset};
 use strokeseg_shared::Modality;
+use strokeseg_shared::rng::Rng;
 use strokeseg_shared::surface::{
     SurfaceDistances, SurfaceError, surface_distances, surface_voxel_count,
 };
@@ -68,25 +69,10 @@ fn ball(dims: [usize; 3], spacing: [f32; 3], centre_mm: [f64; 3], radius_mm: f64
     m
 }
 
-/// Deterministic xorshift PRNG for the random masks.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Random mask: each voxel foreground with probability `density`.
 fn random_mask(rng: &mut Rng, dims: [usize; 3], density: f64) -> Vec<u8> {
     (0..dims.iter().product::<usize>())
-        .map(|_| u8::from(rng.unit() < density))
+        .map(|_| u8::from(rng.next_f64() < density))
         .collect()
 }
 
@@ -345,7 +331,7 @@ fn concentric_spheres_differ_by_the_radius_difference_within_a_voxel() {
 fn identical_masks_are_zero_and_empty_masks_follow_isles() {
     let dims = [9, 8, 5];
     let spacing = [0.9f32, 0.9, 6.0];
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let m = random_mask(&mut rng, dims, 0.3);
     let d = surface_distances(&m, &m, dims, spacing).unwrap();
     assert_eq!(
@@ -383,7 +369,7 @@ fn nonzero_values_other_than_one_are_foreground() {
 
 #[test]
 fn matches_brute_force_oracle_on_random_masks() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     for trial in 0..40 {
         let dims = [
             1 + (rng.next_u64() % 11) as usize,
@@ -391,11 +377,11 @@ fn matches_brute_force_oracle_on_random_masks() {
             1 + (rng.next_u64() % 6) as usize,
         ];
         let spacing = [
-            (0.5 + 1.5 * rng.unit()) as f32,
-            (0.5 + 1.5 * rng.unit()) as f32,
-            (1.0 + 9.0 * rng.unit()) as f32,
+            (0.5 + 1.5 * rng.next_f64()) as f32,
+            (0.5 + 1.5 * rng.next_f64()) as f32,
+            (1.0 + 9.0 * rng.next_f64()) as f32,
         ];
-        let (dp, dt) = (0.02 + 0.6 * rng.unit(), 0.02 + 0.6 * rng.unit());
+        let (dp, dt) = (0.02 + 0.6 * rng.next_f64(), 0.02 + 0.6 * rng.next_f64());
         let pred = random_mask(&mut rng, dims, dp);
         let truth = random_mask(&mut rng, dims, dt);
         assert_matches_oracle(
@@ -413,7 +399,7 @@ fn matches_brute_force_oracle_on_sparse_distant_blobs() {
     // Few voxels far apart in a larger box: long parabola envelopes and empty lines.
     let dims = [31, 17, 9];
     let spacing = [0.86f32, 0.86, 7.5];
-    let mut rng = Rng(12345);
+    let mut rng = Rng::new(12345);
     for trial in 0..6 {
         let pred = random_mask(&mut rng, dims, 0.004);
         let truth = random_mask(&mut rng, dims, 0.01);
