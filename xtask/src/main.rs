@@ -19,6 +19,7 @@ mod gpu;
 mod hil;
 mod libtorch;
 mod process;
+mod tidy;
 
 use std::path::PathBuf;
 
