@@ -432,8 +432,7 @@ fn run_model(
         Err(EdgeError::Interrupted) => return Err(EdgeError::Interrupted),
         Err(e) => {
             warnings.push(format!(
-                "the threshold rule could not run beside the model: {}",
-                strokeseg_shared::error::chain_message([&e as &(dyn std::error::Error + 'static)])
+                "the threshold rule could not run beside the model: {e}"
             ));
             None
         }
