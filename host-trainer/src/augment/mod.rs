@@ -1,7 +1,11 @@
 //! Data augmentation of a batch on the training device: random flips, rotation, scaling,
 //! translation and a small elastic deformation share one sampling grid per slice, applied to
-//! the image bilinearly and to the labels with nearest neighbour, so both stay aligned; then a
-//! per-channel intensity jitter on the brain pixels.
+//! the image bilinearly and to the labels with nearest neighbour, so both stay aligned; then
+//! per-channel intensity operations on the brain pixels, in normalised units, that mimic how
+//! maps differ between vendors, scanners and protocols ([`intensity`]: noise, blur, gain,
+//! contrast, low resolution, gamma, with nnU-Net's probabilities and ranges); last a small
+//! per-channel gain and offset jitter. Labels are untouched by every intensity operation, and
+//! non-brain pixels keep their value (0 after preprocessing).
 //!
 //! Every random number comes from the caller's [`Rng`] (not libtorch's global generator), so
 //! a step's augmentation is a pure function of `(seed, epoch, step)` on every device.
@@ -13,12 +17,17 @@
 //! correlation length. Pixels sampled from outside the slice read 0 (the value of non-brain
 //! voxels after preprocessing) and label 0.
 
+pub mod intensity;
+
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::rng::Rng;
+pub use intensity::{IntensityOps, MAX_BLUR_SIGMA_PX, MAX_LOW_RES_FACTOR, MIN_FACTOR, RandomOp};
 
-/// Augmentation settings. Probabilities are per slice.
+/// Augmentation settings. Probabilities are per slice. The intensity operations
+/// ([`intensity`]) read as off when a `run.json` lacks them (written before they existed), so
+/// such a run resumes with the augmentation it was started with.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AugmentConfig {
     /// Master switch; `false` returns the batch unchanged.
@@ -45,6 +54,25 @@ pub struct AugmentConfig {
     pub intensity_scale: f64,
     /// Per-channel offset drawn from `± intensity_shift` (normalised units).
     pub intensity_shift: f64,
+    /// Additive gaussian noise; `range`: σ in units of the plane's brain standard deviation.
+    #[serde(default = "intensity::defaults::noise_off")]
+    pub noise: RandomOp,
+    /// Gaussian blur; `range`: σ in model-grid pixels (≤ [`MAX_BLUR_SIGMA_PX`]).
+    #[serde(default = "intensity::defaults::blur_off")]
+    pub blur: RandomOp,
+    /// Multiplicative brightness; `range`: the gain.
+    #[serde(default = "intensity::defaults::gain_off")]
+    pub gain: RandomOp,
+    /// Contrast about the brain mean; `range`: the factor.
+    #[serde(default = "intensity::defaults::contrast_off")]
+    pub contrast: RandomOp,
+    /// Low-resolution simulation; `range`: the downsampling factor (1 to
+    /// [`MAX_LOW_RES_FACTOR`]).
+    #[serde(default = "intensity::defaults::low_res_off")]
+    pub low_res: RandomOp,
+    /// Gamma on the plane's brain range; `range`: γ.
+    #[serde(default = "intensity::defaults::gamma_off")]
+    pub gamma: RandomOp,
 }
 
 impl Default for AugmentConfig {
@@ -62,6 +90,12 @@ impl Default for AugmentConfig {
             intensity_prob: 0.8,
             intensity_scale: 0.1,
             intensity_shift: 0.1,
+            noise: intensity::defaults::NOISE,
+            blur: intensity::defaults::BLUR,
+            gain: intensity::defaults::GAIN,
+            contrast: intensity::defaults::CONTRAST,
+            low_res: intensity::defaults::LOW_RES,
+            gamma: intensity::defaults::GAMMA,
         }
     }
 }
@@ -72,6 +106,32 @@ impl AugmentConfig {
         AugmentConfig {
             enabled: false,
             ..AugmentConfig::default()
+        }
+    }
+
+    /// The six intensity operations.
+    pub fn intensity_ops(&self) -> IntensityOps {
+        IntensityOps {
+            noise: self.noise,
+            blur: self.blur,
+            gain: self.gain,
+            contrast: self.contrast,
+            low_res: self.low_res,
+            gamma: self.gamma,
+        }
+    }
+
+    /// The same geometry and jitter, every intensity operation off (the recipe before they
+    /// existed).
+    pub fn without_intensity_ops(&self) -> AugmentConfig {
+        AugmentConfig {
+            noise: self.noise.off(),
+            blur: self.blur.off(),
+            gain: self.gain.off(),
+            contrast: self.contrast.off(),
+            low_res: self.low_res.off(),
+            gamma: self.gamma.off(),
+            ..*self
         }
     }
 
@@ -111,6 +171,13 @@ impl AugmentConfig {
                 self.elastic_grid
             ));
         }
+        self.noise.validate("noise", 0.0, f64::INFINITY)?;
+        self.blur.validate("blur", 0.0, MAX_BLUR_SIGMA_PX)?;
+        self.gain.validate("gain", MIN_FACTOR, f64::INFINITY)?;
+        self.contrast
+            .validate("contrast", MIN_FACTOR, f64::INFINITY)?;
+        self.low_res.validate("low_res", 1.0, MAX_LOW_RES_FACTOR)?;
+        self.gamma.validate("gamma", MIN_FACTOR, f64::INFINITY)?;
         Ok(())
     }
 }
@@ -212,7 +279,8 @@ pub fn augment_batch(
         .f_to_kind(labels.kind())?;
 
     // Intensity jitter per slice and channel, on brain pixels only (any channel nonzero before
-    // the warp; the mask is warped with the image and thresholded at 0.5).
+    // the warp; the mask is warped with the image and thresholded at 0.5). Its parameters are
+    // drawn before those of the intensity operations, which are applied first.
     let mut gains = Vec::with_capacity((b * c) as usize);
     let mut offsets = Vec::with_capacity((b * c) as usize);
     for _ in 0..b {
@@ -232,6 +300,8 @@ pub fn augment_batch(
         .f_reshape([b, c, 1, 1])?
         .f_to_device(device)?
         .f_to_kind(images.kind())?;
+    let out_images =
+        intensity::apply_intensity_ops(&out_images, &brain, &config.intensity_ops(), rng)?;
     let jittered = out_images.f_mul(&gains)?.f_add(&offsets)?;
     let out_images = jittered.f_where_self(&brain, &out_images)?;
     Ok((out_images, out_labels))
@@ -278,7 +348,7 @@ mod tests {
             elastic_prob: 1.0,
             elastic_sigma_px: 2.5,
             intensity_prob: 0.0,
-            ..AugmentConfig::default()
+            ..AugmentConfig::default().without_intensity_ops()
         };
         for seed in 0..6 {
             let mut rng = Rng::new(seed);
@@ -307,7 +377,7 @@ mod tests {
             translate_frac: 0.0,
             elastic_prob: 0.0,
             intensity_prob: 0.0,
-            ..AugmentConfig::default()
+            ..AugmentConfig::default().without_intensity_ops()
         };
         let (x, y) = augment_batch(&images, &labels, &config, &mut Rng::new(1)).unwrap();
         assert!(y.equal(&labels.flip([2])));
@@ -352,5 +422,101 @@ mod tests {
         let leaked = f64::try_from(x.masked_select(&outside).abs().max()).unwrap();
         assert!(leaked < 1e-4, "{leaked}");
         assert!(!x.equal(&images));
+    }
+
+    /// Every intensity operation on every plane, geometry and jitter off.
+    fn intensity_only() -> AugmentConfig {
+        let always = |op: RandomOp| RandomOp {
+            prob: 1.0,
+            channel_prob: 1.0,
+            ..op
+        };
+        let d = AugmentConfig::default();
+        AugmentConfig {
+            flip_x_prob: 0.0,
+            rotation_deg: 0.0,
+            scale_range: (1.0, 1.0),
+            translate_frac: 0.0,
+            elastic_prob: 0.0,
+            intensity_prob: 0.0,
+            noise: always(d.noise),
+            blur: always(d.blur),
+            gain: always(d.gain),
+            contrast: always(d.contrast),
+            low_res: always(d.low_res),
+            gamma: always(d.gamma),
+            ..d
+        }
+    }
+
+    #[test]
+    fn intensity_operations_leave_labels_and_background_alone() {
+        let (images, labels) = batch(32, 40);
+        let images = &images * images.select(1, 0).unsqueeze(1);
+        let config = intensity_only();
+        assert!(config.validate().is_ok());
+        for seed in 0..4 {
+            let (x, y) = augment_batch(&images, &labels, &config, &mut Rng::new(seed)).unwrap();
+            assert!(y.equal(&labels), "seed {seed}: labels changed");
+            let outside = labels.eq(0).unsqueeze(1).expand_as(&x);
+            assert_eq!(
+                f64::try_from(x.masked_select(&outside).abs().max()).unwrap(),
+                0.0
+            );
+            assert!(!x.equal(&images), "seed {seed}: nothing happened");
+            assert!(bool::try_from(x.isfinite().all()).unwrap());
+        }
+        let (a, _) = augment_batch(&images, &labels, &config, &mut Rng::new(2)).unwrap();
+        let (b, _) = augment_batch(&images, &labels, &config, &mut Rng::new(2)).unwrap();
+        assert!(a.equal(&b));
+    }
+
+    #[test]
+    fn a_config_written_before_the_intensity_operations_reads_them_as_off() {
+        let mut old = serde_json::to_value(AugmentConfig::default()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        for name in ["noise", "blur", "gain", "contrast", "low_res", "gamma"] {
+            assert!(fields.remove(name).is_some(), "{name}");
+        }
+        let read: AugmentConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(read, AugmentConfig::default().without_intensity_ops());
+        assert!(!read.intensity_ops().gamma.is_on());
+        let text = serde_json::to_string(&AugmentConfig::default()).unwrap();
+        let back: AugmentConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, AugmentConfig::default());
+    }
+
+    #[test]
+    fn out_of_range_intensity_settings_are_refused() {
+        let d = AugmentConfig::default();
+        let bad = [
+            AugmentConfig {
+                gamma: RandomOp::new(1.2, 1.0, (0.7, 1.5)),
+                ..d
+            },
+            AugmentConfig {
+                gain: RandomOp::new(0.1, 1.0, (1.3, 0.7)),
+                ..d
+            },
+            AugmentConfig {
+                contrast: RandomOp::new(0.1, 1.0, (0.0, 1.5)),
+                ..d
+            },
+            AugmentConfig {
+                blur: RandomOp::new(0.1, 1.0, (0.5, MAX_BLUR_SIGMA_PX + 1.0)),
+                ..d
+            },
+            AugmentConfig {
+                low_res: RandomOp::new(0.1, 1.0, (0.5, 2.0)),
+                ..d
+            },
+            AugmentConfig {
+                noise: RandomOp::new(0.1, f64::NAN, (0.0, 0.1)),
+                ..d
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
     }
 }
