@@ -1,6 +1,8 @@
-//! Patient-grouped k-fold cross-validation: the settings (`cv.json`), the fold loop
-//! ([`cross_validate`]: every fold in turn in `fold_K/`, finished folds kept, an interrupted
-//! one resumed), and the summary: per-fold held-out results, their mean ± sample standard
+//! Patient-grouped k-fold cross-validation: the settings (`cv.json`, [`init_run`]), one fold
+//! ([`run_fold`]: in `fold_K/`, finished folds kept, an interrupted one resumed; folds may run
+//! in separate processes at once, e.g. as job array tasks), the fold loop ([`cross_validate`]:
+//! every fold in turn, then [`merge`]), and the summary ([`merge`]: from the finished fold
+//! folders, naming any missing, unfinished or corrupt fold): per-fold held-out results, their mean ± sample standard
 //! deviation across folds, and the mean over all held-out cases pooled, written as
 //! `cv_summary.json` and Markdown tables `cv_summary.md`.
 //!
@@ -24,7 +26,7 @@ use strokeseg_shared::postprocess::PostprocessConfig;
 use tch::Device;
 
 use crate::data::LoadedDataset;
-use crate::error::{TrainError, read_json};
+use crate::error::{FoldProblem, FoldState, TrainError, read_json};
 use crate::model::UNetConfig;
 use crate::run::{RunConfig, RunEvaluation, RunPaths, TrainConfig, Validation};
 use crate::train::{RunSpec, RunStart, TrainControl, TrainOutcome, TrainState, train_or_resume};
@@ -94,11 +96,75 @@ pub enum CvOutcome {
     Interrupted,
 }
 
-/// Trains the folds of `settings` in turn, fold K in `out_dir/fold_K` on `data` (loaded with
-/// the settings' grouping and preprocessing): a finished fold is kept, an interrupted one
-/// resumed, a missing one started ([`train_or_resume`]). `data_label` describes the data for
-/// the model card; `on_fold` sees each fold's folder and outcome when it ends. Stops at the
-/// first interrupted fold; after the last, writes `cv_summary.json` and `cv_summary.md`.
+/// `RUN/fold_K`: the run folder of fold `fold`.
+pub fn fold_dir(out_dir: &Path, fold: u32) -> PathBuf {
+    out_dir.join(format!("fold_{fold}"))
+}
+
+/// `RUN/.cv.lock`: held (an advisory `flock`, released when the process ends, however it
+/// ends) while a process creates or checks the settings files of `RUN`.
+const LOCK_FILE: &str = ".cv.lock";
+
+/// Runs `f` holding the lock of the run folder `out_dir` (created if missing), so that
+/// concurrent tasks of one cross-validation or sweep create its shared settings files once.
+pub fn with_run_lock<T>(
+    out_dir: &Path,
+    f: impl FnOnce() -> Result<T, TrainError>,
+) -> Result<T, TrainError> {
+    std::fs::create_dir_all(out_dir).map_err(|e| TrainError::file(out_dir, e))?;
+    let lock_path = out_dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| TrainError::file(&lock_path, e))?;
+    lock.lock().map_err(|e| TrainError::file(&lock_path, e))?;
+    let result = f();
+    let _ = lock.unlock();
+    result
+}
+
+/// Makes `out_dir` the cross-validation of `settings`: writes `cv.json` when it is missing;
+/// when present it must hold the same settings ([`TrainError::SettingsMismatch`] otherwise).
+/// Safe to call from concurrent tasks (under [`with_run_lock`]).
+pub fn init_run(out_dir: &Path, settings: &CvSettings) -> Result<(), TrainError> {
+    with_run_lock(out_dir, || {
+        let path = out_dir.join(CV_FILE);
+        if !path.is_file() {
+            return settings.save(out_dir);
+        }
+        let recorded = CvSettings::load(out_dir)?;
+        match settings_difference(&recorded, settings) {
+            None => Ok(()),
+            Some(reason) => Err(TrainError::SettingsMismatch { path, reason }),
+        }
+    })
+}
+
+/// The first top-level field in which two settings differ, as `field: recorded → asked`.
+pub fn settings_difference(recorded: &CvSettings, asked: &CvSettings) -> Option<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(recorded), serde_json::to_value(asked))
+    else {
+        return (recorded != asked).then(|| "not comparable".to_owned());
+    };
+    a.iter()
+        .find(|(key, value)| b.get(*key) != Some(value))
+        .map(|(key, value)| {
+            let asked = b
+                .get(key)
+                .map_or_else(|| "nothing".to_owned(), ToString::to_string);
+            format!("{key}: recorded {value}, asked {asked}")
+        })
+}
+
+/// Trains the folds of `settings` in turn ([`run_fold`]), fold K in `out_dir/fold_K` on
+/// `data` (loaded with the settings' grouping and preprocessing): a finished fold is kept, an
+/// interrupted one resumed, a missing one started. `data_label` describes the data for the
+/// model card; `on_fold` sees each fold's folder and outcome when it ends. Stops at the first
+/// interrupted fold; after the last, [`merge`] writes `cv_summary.json` and `cv_summary.md`
+/// from the fold folders, exactly as a merge of folds trained by separate processes does.
 pub fn cross_validate(
     out_dir: &Path,
     settings: &CvSettings,
@@ -108,23 +174,50 @@ pub fn cross_validate(
     control: &TrainControl,
     on_fold: &mut dyn FnMut(&Path, &TrainOutcome),
 ) -> Result<CvOutcome, TrainError> {
-    let mut evaluations = Vec::with_capacity(settings.n_folds as usize);
     for fold in 0..settings.n_folds {
-        let fold_dir = out_dir.join(format!("fold_{fold}"));
-        let outcome = train_fold(&fold_dir, fold, settings, data, data_label, device, control)
-            .map_err(|e| TrainError::Fold {
-                fold,
-                source: Box::new(e),
-            })?;
-        on_fold(&fold_dir, &outcome);
-        match outcome {
-            TrainOutcome::Finished(evaluation) => evaluations.push((fold, *evaluation)),
-            TrainOutcome::Interrupted { .. } => return Ok(CvOutcome::Interrupted),
+        let outcome = run_fold(out_dir, fold, settings, data, data_label, device, control)?;
+        on_fold(&fold_dir(out_dir, fold), &outcome);
+        if let TrainOutcome::Interrupted { .. } = outcome {
+            return Ok(CvOutcome::Interrupted);
         }
     }
-    let summary = summarize(&evaluations, settings.train.loss.kind.name(), settings.seed);
-    write_summary(out_dir, &summary)?;
-    Ok(CvOutcome::Finished(Box::new(summary)))
+    Ok(CvOutcome::Finished(Box::new(merge_folds(
+        out_dir, settings,
+    )?)))
+}
+
+/// Fold `fold` of the cross-validation in `out_dir` (whose `cv.json` holds `settings`), in
+/// `out_dir/fold_K`: its stored evaluation when complete, resumed from its checkpoint when
+/// interrupted, else started. Writes only inside its own fold folder, so the folds of one
+/// cross-validation can run at the same time in separate processes (job array tasks).
+pub fn run_fold(
+    out_dir: &Path,
+    fold: u32,
+    settings: &CvSettings,
+    data: &LoadedDataset,
+    data_label: &str,
+    device: Device,
+    control: &TrainControl,
+) -> Result<TrainOutcome, TrainError> {
+    if fold >= settings.n_folds {
+        return Err(TrainError::NoSuchFold {
+            fold: fold as usize,
+            n_folds: settings.n_folds as usize,
+        });
+    }
+    train_fold(
+        &fold_dir(out_dir, fold),
+        fold,
+        settings,
+        data,
+        data_label,
+        device,
+        control,
+    )
+    .map_err(|e| TrainError::Fold {
+        fold,
+        source: Box::new(e),
+    })
 }
 
 /// Fold `fold` in `fold_dir`: its stored evaluation when complete, else trained on.
@@ -151,6 +244,92 @@ fn train_fold(
         RunStart::New(Box::new(settings.fold_spec(fold, data_label)))
     };
     train_or_resume(fold_dir, start, data, device, control)
+}
+
+/// Why a file could not be read, without its path (the fold problem names the file).
+fn reason_of(error: TrainError) -> String {
+    match error {
+        TrainError::Json { source, .. } => source.to_string(),
+        TrainError::File { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The finished evaluation of fold `fold` in `out_dir`, or why it is not ready.
+fn finished_fold(
+    out_dir: &Path,
+    fold: u32,
+    settings: &CvSettings,
+) -> Result<RunEvaluation, FoldState> {
+    let dir = fold_dir(out_dir, fold);
+    let paths = RunPaths::new(&dir);
+    if !paths.holds_run() {
+        return Err(FoldState::Missing);
+    }
+    let corrupt = |file: PathBuf, reason: String| FoldState::Corrupt { file, reason };
+    let run = RunConfig::load(&dir).map_err(|e| corrupt(paths.run_json(), reason_of(e)))?;
+    if run.split.fold != Some(fold) || run.split.n_folds != settings.n_folds {
+        return Err(corrupt(
+            paths.run_json(),
+            format!(
+                "it is fold {:?} of {}, not fold {fold} of {}",
+                run.split.fold, run.split.n_folds, settings.n_folds
+            ),
+        ));
+    }
+    let state_path = paths.last_state();
+    if !state_path.is_file() {
+        return Err(FoldState::Unfinished {
+            epochs_done: 0,
+            epochs: run.train.epochs,
+        });
+    }
+    let state: TrainState =
+        read_json(&state_path).map_err(|e| corrupt(state_path.clone(), reason_of(e)))?;
+    if !state.finished {
+        return Err(FoldState::Unfinished {
+            epochs_done: state.next_epoch,
+            epochs: run.train.epochs,
+        });
+    }
+    let evaluation =
+        RunEvaluation::load(&dir).map_err(|e| corrupt(paths.evaluation(), reason_of(e)))?;
+    if evaluation.last.is_none() {
+        return Err(corrupt(
+            paths.evaluation(),
+            "no held-out results".to_owned(),
+        ));
+    }
+    Ok(evaluation)
+}
+
+/// Builds the summary of the cross-validation in `out_dir` (its `cv.json`) from its finished
+/// fold folders and writes `cv_summary.json` and `cv_summary.md`. Every fold must be finished:
+/// otherwise [`TrainError::FoldsNotReady`] names each missing, unfinished or corrupt fold and
+/// nothing is written. The one summary path: [`cross_validate`] ends here too.
+pub fn merge(out_dir: &Path) -> Result<CvSummary, TrainError> {
+    merge_folds(out_dir, &CvSettings::load(out_dir)?)
+}
+
+/// [`merge`] with the settings of `out_dir` at hand.
+fn merge_folds(out_dir: &Path, settings: &CvSettings) -> Result<CvSummary, TrainError> {
+    let mut evaluations = Vec::with_capacity(settings.n_folds as usize);
+    let mut problems = Vec::new();
+    for fold in 0..settings.n_folds {
+        match finished_fold(out_dir, fold, settings) {
+            Ok(evaluation) => evaluations.push((fold, evaluation)),
+            Err(state) => problems.push(FoldProblem { fold, state }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(TrainError::FoldsNotReady {
+            run_dir: out_dir.to_path_buf(),
+            problems,
+        });
+    }
+    let summary = summarize(&evaluations, settings.train.loss.kind.name(), settings.seed);
+    write_summary(out_dir, &summary)?;
+    Ok(summary)
 }
 
 /// Mean and sample standard deviation (n − 1; 0 for a single value) of a figure across

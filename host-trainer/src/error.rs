@@ -135,6 +135,49 @@ pub enum TrainError {
         /// Why.
         source: Box<TrainError>,
     },
+    /// A cross-validation cannot be merged: some folds are missing, unfinished or corrupt.
+    #[error("{}: cannot merge: {}", run_dir.display(), describe_folds(problems))]
+    FoldsNotReady {
+        /// The cross-validation folder.
+        run_dir: PathBuf,
+        /// Every fold that is not ready, in fold order.
+        problems: Vec<FoldProblem>,
+    },
+    /// A sweep cannot be merged: some settings have folds that are not ready.
+    #[error("{}: cannot merge the sweep: {}", run_dir.display(), failures.join("; "))]
+    SweepNotReady {
+        /// The sweep folder.
+        run_dir: PathBuf,
+        /// Each setting that cannot be merged, with why.
+        failures: Vec<String>,
+    },
+    /// A run folder already holds other settings than the ones asked for.
+    #[error(
+        "{}: holds a cross-validation with other settings ({reason}): use the same flags, `--resume`, or another --out",
+        path.display()
+    )]
+    SettingsMismatch {
+        /// The settings file (`cv.json` or `sweep.json`).
+        path: PathBuf,
+        /// The first setting that differs.
+        reason: String,
+    },
+    /// A task index outside `0..n_tasks` of a cross-validation or sweep.
+    #[error("task {index} does not exist: this run has {n_tasks} tasks (0..{n_tasks})")]
+    NoSuchTask {
+        /// The task asked for.
+        index: usize,
+        /// Tasks of the run (settings × folds).
+        n_tasks: usize,
+    },
+    /// A sweep axis (a flag with a list of values) is empty or repeated.
+    #[error("sweep axis --{flag}: {reason}")]
+    SweepAxis {
+        /// The flag, without `--`.
+        flag: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The loss became NaN or infinite.
     #[error(
         "loss is {loss} at epoch {epoch}, step {step}: training diverged (lower --lr or enable gradient clipping)"
@@ -147,6 +190,66 @@ pub enum TrainError {
         /// 0-based global step.
         step: u64,
     },
+}
+
+/// Why one fold of a cross-validation cannot be merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoldState {
+    /// Its folder holds no `run.json`: never started.
+    Missing,
+    /// Started, not finished: epochs completed of the total (0 before the first checkpoint).
+    Unfinished {
+        /// Epochs completed.
+        epochs_done: u32,
+        /// Epochs of the run.
+        epochs: u32,
+    },
+    /// A file of the fold cannot be read or does not belong to this fold.
+    Corrupt {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One fold that is not ready for the merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoldProblem {
+    /// 0-based fold.
+    pub fold: u32,
+    /// What is wrong.
+    pub state: FoldState,
+}
+
+impl std::fmt::Display for FoldProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.state {
+            FoldState::Missing => write!(f, "fold {} is missing (never started)", self.fold),
+            FoldState::Unfinished {
+                epochs_done,
+                epochs,
+            } => write!(
+                f,
+                "fold {} is unfinished ({epochs_done} of {epochs} epochs)",
+                self.fold
+            ),
+            FoldState::Corrupt { file, reason } => {
+                write!(
+                    f,
+                    "fold {} is corrupt ({}: {reason})",
+                    self.fold,
+                    file.display()
+                )
+            }
+        }
+    }
+}
+
+/// `fold 1 is missing …; fold 3 is corrupt …`.
+fn describe_folds(problems: &[FoldProblem]) -> String {
+    let parts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    parts.join("; ")
 }
 
 impl TrainError {

@@ -11,7 +11,9 @@
 //! [`augment`], [`schedule`] (learning rate, optimisers, clipping), [`eval`] (case-level
 //! validation through the shared postprocessing and metrics), [`train`] (the loop, starting
 //! or resuming a run, its logs and curves), [`checkpoint`] (a run folder's network), [`cv`]
-//! (cross-validation: the fold loop and its summary), [`export`] (ONNX).
+//! (cross-validation: one fold, the fold loop, the merge into its summary), [`sweep`] (grids
+//! of settings, the job array index ↔ (setting, fold) mapping, the sweep table), [`cluster`]
+//! (SLURM job array scripts and Kubernetes Indexed Job manifests), [`export`] (ONNX).
 //!
 //! Dependencies point one way, from the top down: `cv` → `train` → `eval` → `run` and
 //! `data` → the configuration modules (`model`, `loss`, `schedule`, `augment`) → `rng`,
@@ -21,6 +23,7 @@
 
 pub mod augment;
 pub mod checkpoint;
+pub mod cluster;
 pub mod cv;
 pub mod data;
 pub mod device;
@@ -32,6 +35,7 @@ pub mod model;
 pub mod rng;
 pub mod run;
 pub mod schedule;
+pub mod sweep;
 pub mod train;
 
 pub use device::{DeviceChoice, DeviceError};

@@ -37,6 +37,7 @@ use strokeseg_phantom::{DatasetOptions, DatasetSummary, TRUTH_FILE};
 use strokeseg_shared::PreprocessConfig;
 use strokeseg_shared::postprocess::PostprocessConfig;
 use strokeseg_trainer::DeviceChoice;
+use strokeseg_trainer::cluster::{self, JobArray, K8sOptions, SlurmOptions};
 use strokeseg_trainer::cv::{self, CV_FILE, CvOutcome, CvSettings};
 use strokeseg_trainer::data::{self, LoadedDataset};
 use strokeseg_trainer::export::{self, Checkpoint, RunExportOptions};
@@ -46,6 +47,7 @@ use strokeseg_trainer::run::{
     Precision, RunConfig, RunPaths, TrainConfig, grouping_label, recorded_grouping,
 };
 use strokeseg_trainer::schedule::{DecayKind, OptimizerKind};
+use strokeseg_trainer::sweep::{self, Axis, Grid, SweepManifest, Task, TaskPlan};
 use strokeseg_trainer::train::{self, RunSpec, RunStart, TrainControl, TrainOutcome};
 
 /// Exit status after Ctrl-C (128 + SIGINT).
@@ -70,9 +72,9 @@ enum Command {
         device: DeviceChoice,
     },
     /// Train one model: on one patient-grouped fold held out (--fold), or on every case.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Patient-grouped k-fold cross-validation: every fold in turn, then a summary.
-    Cv(CvArgs),
+    Cv(Box<CvArgs>),
     /// Export a run's checkpoint to ONNX (model.onnx; with --int8 also model.int8.onnx).
     Export(ExportArgs),
     /// Print an ONNX model's strokeseg metadata, inputs, outputs, op counts and size.
@@ -195,71 +197,73 @@ enum GroupingArg {
 
 /// Hyper-parameters; every one left out takes the default (or, with --resume, must be left
 /// out: a resumed run continues with its recorded configuration; see [`hyper_flags_given`]).
+/// `cv` sweeps a flag given a comma-separated list (`--loss hybrid,ce`): one cross-validation
+/// per combination ([`Grid`]); `train` takes one value per flag.
 #[derive(Debug, Args, Default)]
 struct HyperArgs {
     /// Loss.
-    #[arg(long, value_enum)]
-    loss: Option<LossKind>,
+    #[arg(long, value_enum, value_delimiter = ',')]
+    loss: Vec<LossKind>,
     /// Epochs [default: 100].
-    #[arg(long)]
-    epochs: Option<u32>,
+    #[arg(long, value_delimiter = ',')]
+    epochs: Vec<u32>,
     /// Slices per batch [default: 8].
-    #[arg(long)]
-    batch_size: Option<usize>,
+    #[arg(long, value_delimiter = ',')]
+    batch_size: Vec<usize>,
     /// Peak learning rate [default: 1e-3].
-    #[arg(long)]
-    lr: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    lr: Vec<f64>,
     /// Linear warm-up length in epochs [default: 2].
-    #[arg(long)]
-    warmup_epochs: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    warmup_epochs: Vec<f64>,
     /// Decay after warm-up.
-    #[arg(long, value_enum)]
-    decay: Option<DecayKind>,
+    #[arg(long, value_enum, value_delimiter = ',')]
+    decay: Vec<DecayKind>,
     /// Optimiser.
-    #[arg(long, value_enum)]
-    optimizer: Option<OptimizerKind>,
+    #[arg(long, value_enum, value_delimiter = ',')]
+    optimizer: Vec<OptimizerKind>,
     /// Weight decay of convolution weights [default: 1e-4].
-    #[arg(long)]
-    weight_decay: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    weight_decay: Vec<f64>,
     /// Clip the gradient L2 norm to this value; 0 disables clipping [default: 5].
-    #[arg(long)]
-    grad_clip: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    grad_clip: Vec<f64>,
     /// Share of each batch reserved for lesion slices [default: 0.5].
-    #[arg(long)]
-    lesion_fraction: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    lesion_fraction: Vec<f64>,
     /// Hybrid loss: weight of the weighted CE [default: 1].
-    #[arg(long)]
-    lambda_ce: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    lambda_ce: Vec<f64>,
     /// Hybrid loss: weight of the generalized Dice loss [default: 1].
-    #[arg(long)]
-    lambda_gdl: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    lambda_gdl: Vec<f64>,
     /// Exponent of the inverse class frequency in the CE class weights [default: 0.5].
-    #[arg(long)]
-    ce_weight_power: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    ce_weight_power: Vec<f64>,
     /// Turn augmentation off.
     #[arg(long)]
     no_augment: bool,
     /// Validate every N epochs (and after the last) [default: 1].
-    #[arg(long)]
-    val_every: Option<u32>,
+    #[arg(long, value_delimiter = ',')]
+    val_every: Vec<u32>,
     /// Channels of the first U-Net level [default: 16].
-    #[arg(long)]
-    base_width: Option<i64>,
+    #[arg(long, value_delimiter = ',')]
+    base_width: Vec<i64>,
     /// Downsamplings of the U-Net [default: 4].
-    #[arg(long)]
-    depth: Option<usize>,
+    #[arg(long, value_delimiter = ',')]
+    depth: Vec<usize>,
     /// Seed of weights, folds, batches and augmentation [default: 2018].
-    #[arg(long)]
-    seed: Option<u64>,
+    #[arg(long, value_delimiter = ',')]
+    seed: Vec<u64>,
     /// bf16 training steps with f32 master weights (CUDA only).
     #[arg(long, value_enum)]
     amp: Option<Precision>,
     /// Model input size in pixels, square [default: 160]; a multiple of 2^depth.
-    #[arg(long)]
-    input_size: Option<u16>,
+    #[arg(long, value_delimiter = ',')]
+    input_size: Vec<u16>,
     /// Model grid spacing in mm [default: 1.5].
-    #[arg(long)]
-    target_spacing_mm: Option<f32>,
+    #[arg(long, value_delimiter = ',')]
+    target_spacing_mm: Vec<f32>,
     /// Preprocessing config (JSON `PreprocessConfig`) instead of the default.
     #[arg(long)]
     preprocess_config: Option<PathBuf>,
@@ -272,29 +276,148 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
+/// The value of a one-value flag (the first of a list, which only `cv` sweeps).
+fn one<T: Copy>(values: &[T]) -> Option<T> {
+    values.first().copied()
+}
+
+/// A flag value as a user types it, for sweep labels.
+trait FlagValue {
+    fn flag_value(&self) -> String;
+}
+
+macro_rules! display_flag_value {
+    ($($t:ty),*) => {$(
+        impl FlagValue for $t {
+            fn flag_value(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+display_flag_value!(u16, u32, u64, usize, i64, f32, f64);
+
+macro_rules! enum_flag_value {
+    ($($t:ty),*) => {$(
+        impl FlagValue for $t {
+            fn flag_value(&self) -> String {
+                clap::ValueEnum::to_possible_value(self)
+                    .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+            }
+        }
+    )*};
+}
+enum_flag_value!(LossKind, DecayKind, OptimizerKind);
+
+/// `values` with only the one at `index` when given (a sweep's choice), else all of them.
+fn pick<T: Clone>(values: &[T], index: Option<usize>) -> Vec<T> {
+    match index {
+        Some(i) => values.get(i).cloned().into_iter().collect(),
+        None => values.to_vec(),
+    }
+}
+
+/// The hyper-parameter flags a list sweeps, named once: the grid's axes and one setting's
+/// values come from this list.
+macro_rules! swept_flags {
+    ($($field:ident),* $(,)?) => {
+        impl HyperArgs {
+            /// The axes of the sweep: every flag given more than one value, in `--help` order.
+            fn axes(&self) -> Vec<Axis> {
+                let mut axes = Vec::new();
+                $(
+                    if self.$field.len() > 1 {
+                        axes.push(Axis {
+                            flag: stringify!($field).replace('_', "-"),
+                            values: self.$field.iter().map(FlagValue::flag_value).collect(),
+                        });
+                    }
+                )*
+                axes
+            }
+
+            /// The one-value flags of setting `setting` of `grid` (made by [`HyperArgs::axes`]).
+            fn setting(&self, grid: &Grid, setting: usize) -> HyperArgs {
+                let coords = grid.coords(setting).unwrap_or_default();
+                let chosen = |flag: &str| {
+                    grid.axes()
+                        .iter()
+                        .zip(&coords)
+                        .find(|(axis, _)| axis.flag == flag)
+                        .map(|(_, &c)| c)
+                };
+                HyperArgs {
+                    $( $field: pick(&self.$field, chosen(&stringify!($field).replace('_', "-"))), )*
+                    no_augment: self.no_augment,
+                    amp: self.amp,
+                    preprocess_config: self.preprocess_config.clone(),
+                }
+            }
+        }
+    };
+}
+swept_flags!(
+    loss,
+    epochs,
+    batch_size,
+    lr,
+    warmup_epochs,
+    decay,
+    optimizer,
+    weight_decay,
+    grad_clip,
+    lesion_fraction,
+    lambda_ce,
+    lambda_gdl,
+    ce_weight_power,
+    val_every,
+    base_width,
+    depth,
+    seed,
+    input_size,
+    target_spacing_mm,
+);
+
 impl HyperArgs {
+    /// The sweep grid of the flags (no axes: one setting).
+    fn grid(&self) -> Result<Grid> {
+        Ok(Grid::new(self.axes())?)
+    }
+
+    /// Refuses value lists (they sweep only with `cv`).
+    fn refuse_lists(&self, command: &str) -> Result<()> {
+        if let Some(axis) = self.axes().first() {
+            bail!(
+                "{command} takes one value per flag, got --{} {}: lists sweep only with cv",
+                axis.flag,
+                axis.values.join(",")
+            );
+        }
+        Ok(())
+    }
+
     fn train_config(&self) -> TrainConfig {
         let mut c = TrainConfig::default();
-        set(&mut c.loss.kind, self.loss);
-        set(&mut c.epochs, self.epochs);
-        set(&mut c.batch_size, self.batch_size);
-        set(&mut c.optimizer.lr, self.lr);
-        set(&mut c.schedule.warmup_epochs, self.warmup_epochs);
-        set(&mut c.schedule.decay, self.decay);
-        set(&mut c.optimizer.kind, self.optimizer);
-        set(&mut c.optimizer.weight_decay, self.weight_decay);
+        set(&mut c.loss.kind, one(&self.loss));
+        set(&mut c.epochs, one(&self.epochs));
+        set(&mut c.batch_size, one(&self.batch_size));
+        set(&mut c.optimizer.lr, one(&self.lr));
+        set(&mut c.schedule.warmup_epochs, one(&self.warmup_epochs));
+        set(&mut c.schedule.decay, one(&self.decay));
+        set(&mut c.optimizer.kind, one(&self.optimizer));
+        set(&mut c.optimizer.weight_decay, one(&self.weight_decay));
         set(
             &mut c.grad_clip_norm,
-            self.grad_clip.map(|v| (v > 0.0).then_some(v)),
+            one(&self.grad_clip).map(|v| (v > 0.0).then_some(v)),
         );
-        set(&mut c.lesion_fraction, self.lesion_fraction);
-        set(&mut c.loss.lambda_ce, self.lambda_ce);
-        set(&mut c.loss.lambda_gdl, self.lambda_gdl);
-        set(&mut c.loss.ce_weight_power, self.ce_weight_power);
+        set(&mut c.lesion_fraction, one(&self.lesion_fraction));
+        set(&mut c.loss.lambda_ce, one(&self.lambda_ce));
+        set(&mut c.loss.lambda_gdl, one(&self.lambda_gdl));
+        set(&mut c.loss.ce_weight_power, one(&self.ce_weight_power));
         if self.no_augment {
             c.augment.enabled = false;
         }
-        set(&mut c.val_every_epochs, self.val_every);
+        set(&mut c.val_every_epochs, one(&self.val_every));
         set(&mut c.precision, self.amp);
         c
     }
@@ -309,11 +432,11 @@ impl HyperArgs {
             }
             None => PreprocessConfig::default(),
         };
-        if let Some(size) = self.input_size {
+        if let Some(size) = one(&self.input_size) {
             config.input_height = size;
             config.input_width = size;
         }
-        set(&mut config.target_spacing_mm, self.target_spacing_mm);
+        set(&mut config.target_spacing_mm, one(&self.target_spacing_mm));
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid preprocessing config: {e}"))?;
@@ -325,8 +448,8 @@ impl HyperArgs {
             in_channels: preprocess.n_channels() as i64,
             ..UNetConfig::default()
         };
-        set(&mut unet.base_width, self.base_width);
-        set(&mut unet.depth, self.depth);
+        set(&mut unet.base_width, one(&self.base_width));
+        set(&mut unet.depth, one(&self.depth));
         unet
     }
 }
@@ -353,19 +476,91 @@ struct TrainArgs {
 
 #[derive(Debug, Args)]
 struct CvArgs {
-    /// Folder for the folds (`fold_K/`) and the summary.
-    #[arg(long)]
-    out: PathBuf,
+    /// Folder for the folds (`fold_K/`) and the summary; of a sweep, one such folder per
+    /// setting (`setting_S/`) and the sweep table.
+    #[arg(long, required_unless_present = "merge")]
+    out: Option<PathBuf>,
     /// Number of folds.
     #[arg(long, default_value_t = 4)]
     folds: u32,
-    /// Continue an interrupted cross-validation: finished folds are kept, the interrupted one resumed.
-    #[arg(long)]
+    /// Continue an interrupted cross-validation: finished folds are kept, the interrupted one
+    /// resumed. With --task or --fold: that task of the cross-validation or sweep --out holds.
+    #[arg(long, conflicts_with = "emit")]
     resume: bool,
+    /// Run only this fold (0-based) into --out/fold_K, e.g. one per machine; then --merge.
+    #[arg(long, conflicts_with_all = ["task", "emit"])]
+    fold: Option<u32>,
+    /// Run only this task of the job array (0-based; task = setting × folds + fold), as the
+    /// emitted scripts do with the array index.
+    #[arg(long, conflicts_with = "emit")]
+    task: Option<usize>,
+    /// Merge the finished folds of the cross-validation (or sweep) RUN into its summary;
+    /// names every missing, unfinished or corrupt fold and fails if there is one.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["out", "resume", "fold", "task", "emit"])]
+    merge: Option<PathBuf>,
+    /// Print a job script running every (setting, fold) as one job array: an sbatch script
+    /// (slurm) or an Indexed Job manifest (k8s). Writes the settings into --out first.
+    #[arg(long, value_enum)]
+    emit: Option<EmitKind>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
     hyper: HyperArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EmitKind {
+    /// An sbatch script (`sbatch FILE`): a job array and its dependent merge job.
+    Slurm,
+    /// A Kubernetes Indexed Job manifest (`kubectl apply -f FILE`).
+    K8s,
+}
+
+/// Settings of an emitted job array (with --emit).
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Generic resources per task [default: gpu:1]; `none` for CPU-only tasks. k8s: gpu:N
+    /// becomes nvidia.com/gpu: N.
+    #[arg(long, requires = "emit")]
+    gres: Option<String>,
+    /// SLURM partition.
+    #[arg(long, requires = "emit")]
+    partition: Option<String>,
+    /// SLURM time limit per task (e.g. 24:00:00); SIGUSR1 comes --signal-lead-s before it.
+    #[arg(long, requires = "emit")]
+    time: Option<String>,
+    /// Seconds before the time limit at which SLURM sends SIGUSR1 (checkpoint and requeue).
+    #[arg(long, requires = "emit", default_value_t = 120)]
+    signal_lead_s: u32,
+    /// CPUs per task (SLURM --cpus-per-task, k8s CPU limit).
+    #[arg(long, requires = "emit")]
+    cpus_per_task: Option<u32>,
+    /// SLURM memory per task (e.g. 16G).
+    #[arg(long, requires = "emit")]
+    mem: Option<String>,
+    /// At most this many tasks at once.
+    #[arg(long, requires = "emit")]
+    max_parallel: Option<u32>,
+    /// Job name.
+    #[arg(long, requires = "emit", default_value = "strokeseg-cv")]
+    job_name: String,
+    /// The strokeseg-train the tasks run [default: this binary (slurm), strokeseg-train (k8s)].
+    #[arg(long, requires = "emit")]
+    trainer: Option<String>,
+    /// k8s: the container image holding strokeseg-train.
+    #[arg(long, requires = "emit")]
+    image: Option<String>,
+    /// k8s: the PersistentVolumeClaim holding the data and --out.
+    #[arg(long, requires = "emit")]
+    pvc: Option<String>,
+    /// k8s: where the claim is mounted in the pods (--data and --out lie under it).
+    #[arg(long, requires = "emit", default_value = "/data")]
+    mount: PathBuf,
+    /// k8s: failed pods tolerated (backoffLimit).
+    #[arg(long, requires = "emit", default_value_t = 3)]
+    backoff_limit: u32,
 }
 
 #[derive(Debug, Args)]
@@ -588,7 +783,7 @@ fn load_data(
 }
 
 /// Installs the Ctrl-C handler: the first press asks the loop to stop after its step (with a
-/// checkpoint), a second one exits at once.
+/// checkpoint), a second one exits at once; SIGTERM and SIGUSR1 ask the same stop.
 fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let presses = Arc::new(AtomicUsize::new(0));
@@ -605,6 +800,13 @@ fn stop_flag() -> Arc<AtomicBool> {
     });
     if let Err(e) = result {
         tracing::warn!("no Ctrl-C handler ({e}): an interrupt will not save a checkpoint");
+    }
+    // SIGTERM (scancel, requeue, preemption, pod eviction) and SIGUSR1 (SLURM's --signal
+    // before the time limit): the same stop after the step, with a checkpoint, exit 130.
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            tracing::warn!("no handler for signal {signal} ({e}): it will not save a checkpoint");
+        }
     }
     stop
 }
@@ -624,6 +826,7 @@ fn control(data: &DataArgs) -> TrainControl {
 }
 
 fn run_train(args: &TrainArgs, given: &[String]) -> Result<bool> {
+    args.hyper.refuse_lists("train")?;
     let control = control(&args.data);
     let (start, device, loaded) = if args.resume {
         refuse_changed_flags(&args.out, given)?;
@@ -669,7 +872,7 @@ fn run_train(args: &TrainArgs, given: &[String]) -> Result<bool> {
             unet: args.hyper.unet(&preprocess),
             postprocess: PostprocessConfig::default(),
             train: train_config,
-            seed: args.hyper.seed.unwrap_or(DEFAULT_SEED),
+            seed: one(&args.hyper.seed).unwrap_or(DEFAULT_SEED),
             n_folds: args.folds,
             fold: args.fold,
         };
@@ -730,39 +933,111 @@ fn report(run_dir: &Path, outcome: &TrainOutcome) -> bool {
     }
 }
 
-fn run_cv(args: &CvArgs, given: &[String]) -> Result<bool> {
-    let control = control(&args.data);
-    let settings = if args.resume {
-        refuse_changed_flags(&args.out, given)?;
-        CvSettings::load(&args.out)
-            .with_context(|| format!("cannot resume {}", args.out.display()))?
-    } else {
-        if args.out.join(CV_FILE).is_file() {
-            bail!(
-                "{} already holds a cross-validation: continue it with --resume, or choose another --out",
-                args.out.display()
-            );
+/// The settings of a cross-validation folder: one cross-validation, or a sweep of one per
+/// setting of the grid (each in `setting_S/`).
+struct CvPlan {
+    grid: Grid,
+    n_folds: u32,
+    /// One per setting of the grid.
+    settings: Vec<CvSettings>,
+}
+
+impl CvPlan {
+    fn is_sweep(&self) -> bool {
+        self.settings.len() > 1
+    }
+
+    fn tasks(&self) -> Result<TaskPlan> {
+        Ok(TaskPlan::new(self.settings.len(), self.n_folds)?)
+    }
+
+    /// The cross-validation folder of setting `setting`.
+    fn cv_dir(&self, out: &Path, setting: usize) -> PathBuf {
+        if self.is_sweep() {
+            sweep::setting_dir(out, setting)
+        } else {
+            out.to_path_buf()
         }
+    }
+
+    /// The plan `out` records (`sweep.json` or `cv.json`).
+    fn recorded(out: &Path) -> Result<CvPlan> {
+        let context = || format!("cannot resume {}", out.display());
+        if sweep::is_sweep(out) {
+            let manifest = SweepManifest::load(out).with_context(context)?;
+            let settings = (0..manifest.grid.n_settings())
+                .map(|s| CvSettings::load(&sweep::setting_dir(out, s)))
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(context)?;
+            Ok(CvPlan {
+                grid: manifest.grid,
+                n_folds: manifest.n_folds,
+                settings,
+            })
+        } else {
+            let settings = CvSettings::load(out).with_context(context)?;
+            Ok(CvPlan {
+                grid: Grid::default(),
+                n_folds: settings.n_folds,
+                settings: vec![settings],
+            })
+        }
+    }
+
+    /// The plan of the command line: one cross-validation per setting of the flags' grid.
+    fn from_flags(args: &CvArgs) -> Result<CvPlan> {
         let Some(data_dir) = args.data.data.as_deref().map(absolute) else {
             bail!("--data is required (except with --resume)");
         };
-        let preprocess = args.hyper.preprocess_config()?;
-        let settings = CvSettings {
-            data_dir,
-            grouping: grouping_label(&grouping(&args.data)),
+        let grid = args.hyper.grid()?;
+        let settings = (0..grid.n_settings())
+            .map(|s| {
+                let hyper = args.hyper.setting(&grid, s);
+                let preprocess = hyper.preprocess_config()?;
+                Ok(CvSettings {
+                    data_dir: data_dir.clone(),
+                    grouping: grouping_label(&grouping(&args.data)),
+                    n_folds: args.folds,
+                    seed: one(&hyper.seed).unwrap_or(DEFAULT_SEED),
+                    unet: hyper.unet(&preprocess),
+                    preprocess,
+                    postprocess: PostprocessConfig::default(),
+                    train: hyper.train_config(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let plan = CvPlan {
+            grid,
             n_folds: args.folds,
-            seed: args.hyper.seed.unwrap_or(DEFAULT_SEED),
-            unet: args.hyper.unet(&preprocess),
-            preprocess,
-            postprocess: PostprocessConfig::default(),
-            train: args.hyper.train_config(),
+            settings,
         };
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("cannot create {}", args.out.display()))?;
-        settings.save(&args.out)?;
-        settings
-    };
-    let device = setup_device(&args.data, settings.train.precision)?;
+        plan.tasks()?;
+        Ok(plan)
+    }
+
+    /// Writes the plan into `out`, or checks it against what `out` holds (safe for
+    /// concurrent tasks).
+    fn init(&self, out: &Path) -> Result<()> {
+        if self.is_sweep() {
+            let manifest = SweepManifest {
+                n_folds: self.n_folds,
+                grid: self.grid.clone(),
+            };
+            sweep::init_sweep(out, &manifest, &self.settings)?;
+        } else if let Some(settings) = self.settings.first() {
+            cv::init_run(out, settings)?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads the data of `settings` (from --data when given, else its recorded folder); returns
+/// it with its model-card label.
+fn load_cv_data(
+    args: &CvArgs,
+    settings: &CvSettings,
+    device: tch::Device,
+) -> Result<(LoadedDataset, String)> {
     let data_dir = args
         .data
         .data
@@ -771,28 +1046,153 @@ fn run_cv(args: &CvArgs, given: &[String]) -> Result<bool> {
     let grouping = recorded_grouping(&settings.grouping);
     let loaded = load_data(&data_dir, &grouping, &settings.preprocess, device)?;
     let label = data::describe(&data_dir, loaded.cases.len());
-    let mut report_fold = |fold_dir: &Path, outcome: &TrainOutcome| {
-        report(fold_dir, outcome);
-    };
-    let outcome = cv::cross_validate(
-        &args.out,
-        &settings,
-        &loaded,
-        &label,
-        device,
-        &control,
-        &mut report_fold,
-    )?;
-    let summary = match outcome {
-        CvOutcome::Finished(summary) => summary,
-        CvOutcome::Interrupted => {
-            println!(
-                "cross-validation stopped; continue with cv --resume --out {}",
-                args.out.display()
+    Ok((loaded, label))
+}
+
+fn run_cv(args: &CvArgs, given: &[String]) -> Result<bool> {
+    if let Some(run_dir) = &args.merge {
+        if !given.is_empty() {
+            bail!(
+                "--merge reads the settings {} records; leave out {}",
+                run_dir.display(),
+                given.join(", ")
             );
-            return Ok(false);
         }
+        return run_merge(run_dir).map(|()| true);
+    }
+    let Some(out) = args.out.as_deref() else {
+        bail!("--out is required (except with --merge)");
     };
+    if let Some(kind) = args.emit {
+        let plan = CvPlan::from_flags(args)?;
+        return emit(args, kind, &absolute(out), &plan).map(|()| true);
+    }
+    let one_task = args.task.is_some() || args.fold.is_some();
+    let plan = if args.resume {
+        refuse_changed_flags(out, given)?;
+        CvPlan::recorded(out)?
+    } else {
+        if !one_task && (out.join(CV_FILE).is_file() || sweep::is_sweep(out)) {
+            bail!(
+                "{} already holds a cross-validation: continue it with --resume, or choose another --out",
+                out.display()
+            );
+        }
+        let plan = CvPlan::from_flags(args)?;
+        plan.init(out)?;
+        plan
+    };
+    let control = control(&args.data);
+    let precision = plan
+        .settings
+        .first()
+        .map_or(Precision::Fp32, |s| s.train.precision);
+    let device = setup_device(&args.data, precision)?;
+    if one_task {
+        let tasks = plan.tasks()?;
+        let task = match (args.task, args.fold) {
+            (Some(index), _) => tasks.task(index)?,
+            (None, Some(fold)) if plan.is_sweep() => bail!(
+                "--fold {fold}: {} holds a sweep of {} settings; choose a (setting, fold) with --task (0..{})",
+                out.display(),
+                plan.settings.len(),
+                tasks.n_tasks()
+            ),
+            (None, Some(fold)) => {
+                if fold >= plan.n_folds {
+                    bail!(
+                        "--fold {fold} does not exist with --folds {}: use 0..{}",
+                        plan.n_folds,
+                        plan.n_folds
+                    );
+                }
+                Task { setting: 0, fold }
+            }
+            (None, None) => bail!("--task or --fold is needed"),
+        };
+        let Some(settings) = plan.settings.get(task.setting) else {
+            bail!("setting {} is not in the plan", task.setting);
+        };
+        let cv_dir = plan.cv_dir(out, task.setting);
+        let label = plan.grid.label(task.setting);
+        tracing::info!(
+            "task {}: setting {}{}, fold {} of {} in {}",
+            args.task.unwrap_or(task.fold as usize),
+            task.setting,
+            if label.is_empty() {
+                String::new()
+            } else {
+                format!(" ({label})")
+            },
+            task.fold,
+            plan.n_folds,
+            cv::fold_dir(&cv_dir, task.fold).display()
+        );
+        let (loaded, data_label) = load_cv_data(args, settings, device)?;
+        let outcome = cv::run_fold(
+            &cv_dir,
+            task.fold,
+            settings,
+            &loaded,
+            &data_label,
+            device,
+            &control,
+        )?;
+        return Ok(report(&cv::fold_dir(&cv_dir, task.fold), &outcome));
+    }
+    // Every setting in turn, every fold of each; data loaded once per preprocessing.
+    let mut loaded: Option<(PreprocessConfig, LoadedDataset, String)> = None;
+    for (setting, settings) in plan.settings.iter().enumerate() {
+        if plan.is_sweep() {
+            println!(
+                "setting {setting} of {}: {}",
+                plan.settings.len(),
+                plan.grid.label(setting)
+            );
+        }
+        let reuse = loaded
+            .as_ref()
+            .is_some_and(|(preprocess, _, _)| *preprocess == settings.preprocess);
+        if !reuse {
+            let (data, label) = load_cv_data(args, settings, device)?;
+            loaded = Some((settings.preprocess.clone(), data, label));
+        }
+        let Some((_, data, label)) = &loaded else {
+            bail!("no data loaded");
+        };
+        let mut report_fold = |fold_dir: &Path, outcome: &TrainOutcome| {
+            report(fold_dir, outcome);
+        };
+        let cv_dir = plan.cv_dir(out, setting);
+        let outcome = cv::cross_validate(
+            &cv_dir,
+            settings,
+            data,
+            label,
+            device,
+            &control,
+            &mut report_fold,
+        )?;
+        match outcome {
+            CvOutcome::Finished(summary) => print_cv_summary(&cv_dir, &summary),
+            CvOutcome::Interrupted => {
+                println!(
+                    "cross-validation stopped; continue with cv --resume --out {}",
+                    out.display()
+                );
+                return Ok(false);
+            }
+        }
+    }
+    if plan.is_sweep() {
+        let summary = sweep::merge_sweep(out)?;
+        print!("\n{}", sweep::markdown(&summary));
+    }
+    Ok(true)
+}
+
+/// The one-line result of a cross-validation.
+fn print_cv_summary(cv_dir: &Path, summary: &cv::CvSummary) {
     let hd95 = summary
         .hausdorff95_mm
         .map_or_else(String::new, |m| format!(", HD95 {} mm", m.format(2)));
@@ -803,9 +1203,140 @@ fn run_cv(args: &CvArgs, given: &[String]) -> Result<bool> {
         summary.precision.format(4),
         summary.recall.format(4),
         summary.abs_volume_difference_ml.format(2),
-        args.out.join(cv::CV_SUMMARY_MD).display()
+        cv_dir.join(cv::CV_SUMMARY_MD).display()
     );
-    Ok(true)
+}
+
+/// `cv --merge RUN`: the summary of a cross-validation (or the table of a sweep) from its
+/// finished folds.
+fn run_merge(run_dir: &Path) -> Result<()> {
+    if sweep::is_sweep(run_dir) {
+        let summary = sweep::merge_sweep(run_dir)?;
+        print!("{}", sweep::markdown(&summary));
+        println!(
+            "\nwrote {} and {}",
+            run_dir.join(sweep::SWEEP_SUMMARY_JSON).display(),
+            run_dir.join(sweep::SWEEP_SUMMARY_MD).display()
+        );
+    } else {
+        if !run_dir.join(CV_FILE).is_file() {
+            bail!(
+                "{} holds no cross-validation (no {CV_FILE} or {})",
+                run_dir.display(),
+                sweep::SWEEP_FILE
+            );
+        }
+        let summary = cv::merge(run_dir)?;
+        print_cv_summary(run_dir, &summary);
+    }
+    Ok(())
+}
+
+/// `cv --emit slurm|k8s`: records the plan in `out` (or checks it against what is there),
+/// then prints the job script running its tasks.
+fn emit(args: &CvArgs, kind: EmitKind, out: &Path, plan: &CvPlan) -> Result<()> {
+    let c = &args.cluster;
+    let tasks = plan.tasks()?;
+    let trainer = match (&c.trainer, kind) {
+        (Some(trainer), _) => trainer.clone(),
+        (None, EmitKind::Slurm) => std::env::current_exe()
+            .context("cannot tell where this strokeseg-train is: give --trainer")?
+            .to_string_lossy()
+            .into_owned(),
+        (None, EmitKind::K8s) => "strokeseg-train".to_owned(),
+    };
+    let mut task_args = vec![
+        "--device".to_owned(),
+        args.data.device.to_string(),
+        "--quiet".to_owned(),
+    ];
+    if let Some(threads) = args.data.threads {
+        task_args.extend(["--threads".to_owned(), threads.to_string()]);
+    }
+    let job = JobArray {
+        name: c.job_name.clone(),
+        run_dir: out.to_path_buf(),
+        plan: tasks,
+        labels: (0..plan.settings.len())
+            .map(|s| plan.grid.label(s))
+            .collect(),
+        trainer,
+        task_args,
+    };
+    let gres = match c.gres.as_deref() {
+        Some("none") => None,
+        Some(gres) => Some(gres.to_owned()),
+        None => Some("gpu:1".to_owned()),
+    };
+    let text = match kind {
+        EmitKind::Slurm => {
+            let options = SlurmOptions {
+                gres,
+                partition: c.partition.clone(),
+                time: c.time.clone(),
+                cpus_per_task: c.cpus_per_task,
+                mem: c.mem.clone(),
+                max_parallel: c.max_parallel,
+                signal_lead_s: c.signal_lead_s,
+            };
+            // Checked before anything is written.
+            cluster::slurm_script(&job, &options)?;
+            if let Some(settings) = plan.settings.first()
+                && !settings.data_dir.is_dir()
+            {
+                bail!(
+                    "--data {}: no such folder (the tasks read it from the shared file system)",
+                    settings.data_dir.display()
+                );
+            }
+            plan.init(out)?;
+            let logs = out.join(cluster::SLURM_LOG_DIR);
+            std::fs::create_dir_all(&logs)
+                .with_context(|| format!("cannot create {}", logs.display()))?;
+            cluster::slurm_script(&job, &options)?
+        }
+        EmitKind::K8s => {
+            let gpus = match gres.as_deref() {
+                None => 0,
+                Some("gpu") => 1,
+                Some(g) => match g.strip_prefix("gpu:").map(str::parse::<u32>) {
+                    Some(Ok(n)) => n,
+                    _ => bail!("--gres {g}: k8s maps only gpu:N (nvidia.com/gpu) or none"),
+                },
+            };
+            let (Some(image), Some(pvc)) = (&c.image, &c.pvc) else {
+                bail!(
+                    "--emit k8s needs --image (holding strokeseg-train) and --pvc (the volume holding --data and --out)"
+                );
+            };
+            let options = K8sOptions {
+                image: image.clone(),
+                pvc: pvc.clone(),
+                mount: c.mount.clone(),
+                data_dir: plan
+                    .settings
+                    .first()
+                    .map(|s| s.data_dir.clone())
+                    .unwrap_or_default(),
+                gpus,
+                cpus: c.cpus_per_task,
+                max_parallel: c.max_parallel,
+                backoff_limit: c.backoff_limit,
+            };
+            cluster::k8s_manifest(&job, &options)?;
+            plan.init(out)?;
+            cluster::k8s_manifest(&job, &options)?
+        }
+    };
+    print!("{text}");
+    eprintln!(
+        "{} tasks ({} settings x {} folds); settings written to {}",
+        tasks.n_tasks(),
+        tasks.n_settings(),
+        tasks.n_folds(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn run_export(args: &ExportArgs) -> Result<()> {
