@@ -107,6 +107,11 @@ pub struct TrainConfig {
     pub grad_clip_norm: Option<f64>,
     /// Share of each batch reserved for slices with lesion (0–1).
     pub lesion_fraction: f64,
+    /// Lesion size strata the lesion slots are shared out over (≥ 1; 1: uniform over the
+    /// lesion slices, what a `run.json` written before this setting reads as); see
+    /// [`crate::data::sampler`].
+    #[serde(default = "one_stratum")]
+    pub lesion_size_strata: usize,
     /// Augmentation.
     pub augment: AugmentConfig,
     /// Validate every this many epochs (and always after the last).
@@ -127,12 +132,18 @@ impl Default for TrainConfig {
             schedule: ScheduleConfig::default(),
             grad_clip_norm: Some(5.0),
             lesion_fraction: 0.5,
+            lesion_size_strata: 3,
             augment: AugmentConfig::default(),
             val_every_epochs: 1,
             eval_batch_size: 16,
             precision: Precision::Fp32,
         }
     }
+}
+
+/// What a `run.json` without `lesion_size_strata` means: the uniform lesion sampling it ran.
+fn one_stratum() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -166,6 +177,9 @@ impl TrainConfig {
                 "lesion_fraction = {} must be in [0, 1]",
                 self.lesion_fraction
             ));
+        }
+        if self.lesion_size_strata == 0 {
+            return bad("lesion_size_strata must be at least 1".into());
         }
         if let Some(c) = self.grad_clip_norm
             && !(c > 0.0 && c.is_finite())

@@ -28,7 +28,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::TrainError;
 
 pub use folds::{FoldPlan, assign_folds};
-pub use sampler::LesionSampler;
+pub use sampler::{LesionSampler, LesionSlice};
 
 /// One case held in memory.
 #[derive(Debug, Clone)]

@@ -42,7 +42,7 @@ use tch::{Device, Kind, Tensor};
 use strokeseg_io::atomic::{publish_atomically, tmp_path, write_json_atomically};
 
 use crate::augment::augment_batch;
-use crate::data::{LesionSampler, LoadedDataset, assign_folds};
+use crate::data::{LesionSampler, LesionSlice, LoadedDataset, assign_folds};
 use crate::error::{TrainError, read_json};
 use crate::eval::evaluate_cases;
 use crate::loss::{Loss, class_weights_from_counts};
@@ -486,17 +486,27 @@ pub fn train(
             reason: "no training slices".into(),
         });
     }
-    let lesion_slices: Vec<usize> = train_slices
+    let lesion_slices: Vec<LesionSlice> = train_slices
         .iter()
-        .copied()
-        .filter(|&s| data.lesion_pixels.get(s).is_some_and(|&n| n > 0))
+        .filter_map(|&slice| {
+            let lesion_pixels = data.lesion_pixels.get(slice).copied().unwrap_or(0);
+            (lesion_pixels > 0).then_some(LesionSlice {
+                slice,
+                lesion_pixels,
+            })
+        })
         .collect();
     let sampler = LesionSampler::new(
         train_slices.clone(),
-        lesion_slices,
+        &lesion_slices,
+        cfg.lesion_size_strata,
         cfg.batch_size,
         cfg.lesion_fraction,
         run.seed,
+    );
+    tracing::debug!(
+        "lesion slices per size stratum, smallest lesions first: {:?}",
+        sampler.strata().iter().map(Vec::len).collect::<Vec<_>>()
     );
     let steps_per_epoch = sampler.batches_per_epoch() as u64;
     let schedule = LrSchedule::new(
