@@ -137,7 +137,7 @@ fn write_study(root: &Path, n_slices: usize) -> Result<PathBuf> {
         lesion_free_fraction: 0.0,
         ..DatasetOptions::default()
     };
-    let case = strokeseg_phantom::generate_case(opts.seed, 0, &opts);
+    let case = strokeseg_phantom::generate_case(opts.seed, 0, &opts)?;
     let dir = root.join(format!("study_{n_slices}_slices"));
     strokeseg_phantom::write_case(&dir, &case, opts.first_file_id, false, false)?;
     Ok(dir)

@@ -49,7 +49,7 @@ pub fn run_demo(
         seed,
         ..DatasetOptions::default()
     };
-    let case = strokeseg_phantom::generate_case(seed, case_index, &opts);
+    let case = strokeseg_phantom::generate_case(seed, case_index, &opts)?;
     let study_dir = out_dir.join("study");
     if study_dir.exists() {
         std::fs::remove_dir_all(&study_dir).map_err(|e| IoError::io(&study_dir, e))?;

@@ -17,7 +17,7 @@ fn phantom_case(dir: &Path) -> PathBuf {
         max_slices: 4,
         ..DatasetOptions::default()
     };
-    let case = strokeseg_phantom::generate_case(opts.seed, 0, &opts);
+    let case = strokeseg_phantom::generate_case(opts.seed, 0, &opts).unwrap();
     let case_dir = dir.join("case_1");
     strokeseg_phantom::write_case(&case_dir, &case, 100, false, false).unwrap();
     case_dir

@@ -40,19 +40,20 @@ pub const TORCH_VERSION: &str = "2.11.0";
 /// Where the install goes, relative to the repo root (git-ignored).
 const LIBTORCH_DIR: &str = ".cache/libtorch";
 /// Where the downloaded wheels are kept, relative to the repo root (git-ignored).
-const WHEELS_DIR: &str = ".cache/wheels";
+pub(crate) const WHEELS_DIR: &str = ".cache/wheels";
 /// Written last; its content must match [`marker_text`] for the install to count as complete.
 const MARKER_FILE: &str = "strokeseg-libtorch.txt";
 
 /// One pinned PyPI wheel and the parts of it to unpack.
-struct Wheel {
+pub(crate) struct Wheel {
     /// `name==version`, as pip takes it.
-    requirement: &'static str,
+    pub requirement: &'static str,
     /// The file pip saves for the pinned platform tags below.
-    file_name: &'static str,
-    sha256: &'static str,
-    /// `(path in wheel, path under .cache/libtorch)`; a source ending in `/` copies a whole tree.
-    extract: &'static [(&'static str, &'static str)],
+    pub file_name: &'static str,
+    pub sha256: &'static str,
+    /// `(path in wheel, path under the destination)`; a source ending in `/` copies a whole
+    /// tree.
+    pub extract: &'static [(&'static str, &'static str)],
 }
 
 /// Platform tags given to pip: pip does not widen `--platform`, so each manylinux level that one
@@ -141,7 +142,7 @@ pub fn setup(root: &Path) -> Result<()> {
 
     let wheels_dir = root.join(WHEELS_DIR);
     let started = Instant::now();
-    download_wheels(root, &wheels_dir)?;
+    download_wheels(root, &wheels_dir, WHEELS)?;
     println!("wheels ready in {:.1} s", started.elapsed().as_secs_f64());
 
     let started = Instant::now();
@@ -203,9 +204,10 @@ fn is_complete(dir: &Path) -> bool {
     marker_ok && REQUIRED_FILES.iter().all(|file| dir.join(file).exists())
 }
 
-/// Makes sure every pinned wheel is in `wheels_dir`, calling pip only for a missing one.
-fn download_wheels(root: &Path, wheels_dir: &Path) -> Result<()> {
-    if WHEELS
+/// Makes sure every wheel of `wheels` is in `wheels_dir`, calling pip (hash-checked) only
+/// for a missing one.
+pub(crate) fn download_wheels(root: &Path, wheels_dir: &Path, wheels: &[Wheel]) -> Result<()> {
+    if wheels
         .iter()
         .all(|wheel| wheels_dir.join(wheel.file_name).exists())
     {
@@ -213,18 +215,22 @@ fn download_wheels(root: &Path, wheels_dir: &Path) -> Result<()> {
         return Ok(());
     }
     if process::output(root, "python3", &["-m", "pip", "--version"]).is_none() {
+        let names: Vec<&str> = wheels.iter().map(|w| w.requirement).collect();
         bail!(
-            "`python3 -m pip` is not available; it is needed to download the torch {TORCH_VERSION} wheel \
-             from PyPI.\nfix: install pip (Debian: `apt-get install python3-pip`), or set LIBTORCH to an \
-             existing libtorch {TORCH_VERSION} install, or set LIBTORCH_USE_PYTORCH=1 with torch \
-             {TORCH_VERSION} installed in python"
+            "`python3 -m pip` is not available; it is needed to download {} from PyPI.\n\
+             fix: install pip (Debian: `apt-get install python3-pip`); for libtorch, or set LIBTORCH \
+             to an existing libtorch {TORCH_VERSION} install, or set LIBTORCH_USE_PYTORCH=1 with \
+             torch {TORCH_VERSION} installed in python",
+            names.join(", ")
         );
     }
     fs::create_dir_all(wheels_dir)
         .with_context(|| format!("could not create {}", wheels_dir.display()))?;
-    let requirements = wheels_dir.join("requirements.txt");
+    let first = wheels.first().map_or("none", |w| w.requirement);
+    let stem = first.split("==").next().unwrap_or(first);
+    let requirements = wheels_dir.join(format!("requirements-{stem}.txt"));
     let mut text = String::new();
-    for wheel in WHEELS {
+    for wheel in wheels {
         text.push_str(&format!(
             "{} --hash=sha256:{}\n",
             wheel.requirement, wheel.sha256
@@ -255,9 +261,9 @@ fn download_wheels(root: &Path, wheels_dir: &Path) -> Result<()> {
     args.push("--requirement".into());
     args.push(requirements.display().to_string());
     process::run(root, "python3", &args).context(
-        "downloading the libtorch wheels failed; pip needs to reach PyPI (or a mirror configured in pip.conf)",
+        "downloading the wheels failed; pip needs to reach PyPI (or a mirror configured in pip.conf)",
     )?;
-    for wheel in WHEELS {
+    for wheel in wheels {
         if !wheels_dir.join(wheel.file_name).exists() {
             bail!(
                 "pip did not save {} into {}: the pinned platform tags no longer match, update xtask/src/libtorch.rs",
@@ -291,7 +297,11 @@ fn unpack(wheels_dir: &Path, dest: &Path) -> Result<String> {
 /// Unpacks the entries of the wheel at `path` that `rules` name (`(path in wheel, path under
 /// dest)`) into `dest`; every rule must match. Returns `torch/version.py`'s version if the
 /// wheel holds one.
-fn unpack_wheel(path: &Path, rules: &[(&str, &str)], dest: &Path) -> Result<Option<String>> {
+pub(crate) fn unpack_wheel(
+    path: &Path,
+    rules: &[(&str, &str)],
+    dest: &Path,
+) -> Result<Option<String>> {
     let mut version = None;
     let file =
         fs::File::open(path).with_context(|| format!("could not open {}", path.display()))?;
@@ -409,7 +419,7 @@ pub fn setup_cuda_link_dir(root: &Path) -> Result<PathBuf> {
     let torch = WHEELS
         .first()
         .context("no torch wheel pinned in xtask/src/libtorch.rs")?;
-    download_wheels(root, &root.join(WHEELS_DIR))?;
+    download_wheels(root, &root.join(WHEELS_DIR), WHEELS)?;
     unpack_wheel(
         &root.join(WHEELS_DIR).join(torch.file_name),
         CUDA_EXTRACT,

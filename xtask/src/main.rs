@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo xtask setup-libtorch     install CPU libtorch 2.11.0 into .cache/libtorch (idempotent)
+//! cargo xtask setup-templates    the ICBM 2009a brain template (from nilearn) into .cache/templates
 //! cargo xtask ci [STEP...]       the whole test suite, or only the named steps
 //! cargo xtask ci --list          the CI steps, in order
 //! cargo xtask cross              static aarch64-unknown-linux-musl strokeseg-edge (release)
@@ -19,6 +20,8 @@ mod gpu;
 mod hil;
 mod libtorch;
 mod process;
+mod slurm;
+mod templates;
 mod tidy;
 
 use std::path::PathBuf;
@@ -30,6 +33,8 @@ usage: cargo xtask <task>
 
 tasks:
   setup-libtorch     install CPU libtorch 2.11.0 into .cache/libtorch (skips when already complete)
+  setup-templates    the ICBM 2009a brain template the phantom's template anatomy needs, from the
+                     nilearn 0.14.1 wheel, into .cache/templates/icbm152_2009a (skips when present)
   ci [STEP...]       run the CI steps in order (all of them, or only those named)
   ci --list          list the CI steps
   cross              build a static aarch64-unknown-linux-musl strokeseg-edge (release; installs
@@ -60,6 +65,7 @@ fn main() -> Result<()> {
             }
             libtorch::setup(&root)
         }
+        Some((task, _)) if task == "setup-templates" => templates::setup(&root).map(|_| ()),
         Some((task, rest)) if task == "ci" => ci::run(&root, rest),
         Some((task, rest)) if task == "cross" => cross::run(&root, rest),
         Some((task, rest)) if task == "hil" => hil::run(&root, rest),

@@ -49,7 +49,7 @@ pub fn phantom_case(
     index: usize,
     gzip: bool,
 ) -> (PathBuf, CaseSummary) {
-    let case = strokeseg_phantom::generate_case(opts.seed, index, opts);
+    let case = strokeseg_phantom::generate_case(opts.seed, index, opts).unwrap();
     let case_dir = dir.join(name);
     let summary = strokeseg_phantom::write_case(&case_dir, &case, 100, gzip, false).unwrap();
     (case_dir, summary)

@@ -21,3 +21,12 @@ pub use header::{Affine, GridTolerance, HeaderInfo, ReadLimits, new_header, read
 pub use reader::{NiftiVolumeReader, SliceStats};
 pub use study::{CaseFiles, MaskGrid, SlicePreparer, Study, StudyStats};
 pub use writer::NiftiWriter;
+
+/// Lower-case hex SHA-256 of `bytes` (model files, checkpoints, templates, `SHA256SUMS`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

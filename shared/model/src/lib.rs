@@ -17,7 +17,6 @@ use std::path::Path;
 
 use prost::Message;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use strokeseg_shared::model_meta::{METADATA_KEY, MetadataError, ModelMetadata};
 use tract_onnx::pb::{self, tensor_proto::DataType, tensor_shape_proto::dimension, type_proto};
 
@@ -175,12 +174,7 @@ pub fn avoid_faulty_tract_kernels() {
 }
 
 /// Lower-case hex SHA-256 of `bytes` (model files, checkpoints, `SHA256SUMS`).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use strokeseg_io::sha256_hex;
 
 fn elem_type_name(code: i32) -> String {
     DataType::try_from(code)

@@ -19,7 +19,7 @@ pub const CORE_RELATIVE_CBF: f64 = 0.30;
 
 /// An irregular ellipsoid.
 #[derive(Debug, Clone)]
-struct Blob {
+pub(crate) struct Blob {
     centre_mm: [f64; 3],
     /// Rows map `p − c` to unit-sphere coordinates.
     inv_axes: [[f64; 3]; 3],
@@ -28,7 +28,7 @@ struct Blob {
 }
 
 impl Blob {
-    fn random(
+    pub(crate) fn random(
         rng: &mut Rng,
         centre_mm: [f64; 3],
         radius_mm: f64,
@@ -66,7 +66,7 @@ impl Blob {
     }
 
     /// Normalised radius: < 1 inside.
-    fn q(&self, p: [f64; 3]) -> f64 {
+    pub(crate) fn q(&self, p: [f64; 3]) -> f64 {
         let d = [
             p[0] - self.centre_mm[0],
             p[1] - self.centre_mm[1],
@@ -87,7 +87,7 @@ impl Blob {
     /// A cheap bound that spares evaluating the field far away: `true` only for points
     /// with `q > q_max` (the longest semi-axis is at most 1/0.75² times the radius and
     /// the boundary moves out by at most `1 + 2.5 · roughness`).
-    fn surely_beyond(&self, p: [f64; 3], q_max: f64, radius_mm: f64) -> bool {
+    pub(crate) fn surely_beyond(&self, p: [f64; 3], q_max: f64, radius_mm: f64) -> bool {
         let d2: f64 = (0..3)
             .map(|i| (p[i] - self.centre_mm[i]) * (p[i] - self.centre_mm[i]))
             .sum();
@@ -160,6 +160,24 @@ pub(crate) struct Lesion {
     pub core_ct_offset_hu: f64,
 }
 
+/// Median of the ISLES-like ischaemic core volume over the whole brain (before clipping to
+/// territory and slab), mL: with the slab coverage it gives a per-case OT median near ISLES
+/// 2018's 15 mL.
+const ISLES_CORE_MEDIAN_ML: f64 = 34.0;
+/// Spread of the ISLES-like core volume, log-normal σ (ISLES 2018's per-case IQR 5.7–45 mL).
+const ISLES_CORE_SIGMA_LN: f64 = 1.1;
+
+/// Which ranges a lesion is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum LesionRanges {
+    /// The classic generator: hypoperfused 20–500 mL, core 5–100 % of it, dark cores.
+    Classic,
+    /// ISLES-like core volumes (log-normal, median [`ISLES_CORE_MEDIAN_ML`]) scaled by
+    /// `scale` (satellite lesions of a multifocal stroke are smaller), and wider
+    /// physiology: core rCBF 3–30 %, rCBV 30–80 %, penumbra CBF 35–85 %, Tmax peak 7–16 s.
+    Isles { scale: f64 },
+}
+
 /// What the lesion does at one point.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct LesionEffect {
@@ -176,14 +194,32 @@ impl Lesion {
         centre_mm: [f64; 3],
         hemisphere: Hemisphere,
         territory: Territory,
+        ranges: LesionRanges,
     ) -> Lesion {
-        // Hypoperfused volume 20–500 mL (before clipping to the territory and the slab).
-        let penumbra_ml = rng.log_uniform(20.0, 500.0);
-        let penumbra_radius_mm =
-            libm::cbrt(3.0 * penumbra_ml * 1000.0 / (4.0 * core::f64::consts::PI));
-        // Core as a fraction of the hypoperfused volume (mismatch ratio 1 to 20).
-        let core_fraction = rng.log_uniform(0.05, 1.0);
-        let core_radius_mm = penumbra_radius_mm * libm::cbrt(core_fraction);
+        let radius_of = |ml: f64| libm::cbrt(3.0 * ml * 1000.0 / (4.0 * core::f64::consts::PI));
+        let (penumbra_radius_mm, core_radius_mm) = match ranges {
+            LesionRanges::Classic => {
+                // Hypoperfused volume 20–500 mL (before clipping to the territory and the slab).
+                let penumbra_ml = rng.log_uniform(20.0, 500.0);
+                let penumbra_radius_mm = radius_of(penumbra_ml);
+                // Core as a fraction of the hypoperfused volume (mismatch ratio 1 to 20).
+                let core_fraction = rng.log_uniform(0.05, 1.0);
+                (
+                    penumbra_radius_mm,
+                    penumbra_radius_mm * libm::cbrt(core_fraction),
+                )
+            }
+            LesionRanges::Isles { scale } => {
+                let core_ml =
+                    (ISLES_CORE_MEDIAN_ML * scale * libm::exp(ISLES_CORE_SIGMA_LN * rng.normal()))
+                        .clamp(0.5, 400.0);
+                // Mismatch ratio 1 to 10; the hypoperfused region stays below 700 mL.
+                let penumbra_ml = (core_ml / rng.log_uniform(0.1, 1.0))
+                    .min(700.0)
+                    .max(core_ml);
+                (radius_of(penumbra_ml), radius_of(core_ml))
+            }
+        };
         let room = penumbra_radius_mm - core_radius_mm;
         let dir = rng.unit_vector();
         let off = rng.uniform(0.0, 0.5) * room;
@@ -229,6 +265,26 @@ impl Lesion {
                 radius_mm: rng.uniform(0.2, 0.45) * core_radius_mm,
             });
         }
+        let classic = ranges == LesionRanges::Classic;
+        let (tmax_peak, core_extra, pen_cbf, pen_cbv, core_rcbf, core_rcbv) = if classic {
+            (
+                (8.0, 14.0),
+                (1.0, 6.0),
+                (0.45, 0.75),
+                (1.0, 1.3),
+                (0.03, 0.15),
+                (0.3, 0.6),
+            )
+        } else {
+            (
+                (7.0, 16.0),
+                (0.0, 6.0),
+                (0.35, 0.85),
+                (0.9, 1.35),
+                (0.03, 0.30),
+                (0.3, 0.8),
+            )
+        };
         Lesion {
             hemisphere,
             territory,
@@ -241,12 +297,12 @@ impl Lesion {
             satellites,
             holes,
             oligaemia_q: rng.uniform(1.2, 1.5),
-            tmax_peak_s: rng.uniform(8.0, 14.0),
-            core_extra_tmax_s: rng.uniform(1.0, 6.0),
-            penumbra_min_cbf: rng.uniform(0.45, 0.75),
-            penumbra_cbv_factor: rng.uniform(1.0, 1.3),
-            core_rcbf: rng.uniform(0.03, 0.15),
-            core_rcbv: rng.uniform(0.3, 0.6),
+            tmax_peak_s: rng.uniform(tmax_peak.0, tmax_peak.1),
+            core_extra_tmax_s: rng.uniform(core_extra.0, core_extra.1),
+            penumbra_min_cbf: rng.uniform(pen_cbf.0, pen_cbf.1),
+            penumbra_cbv_factor: rng.uniform(pen_cbv.0, pen_cbv.1),
+            core_rcbf: rng.uniform(core_rcbf.0, core_rcbf.1),
+            core_rcbv: rng.uniform(core_rcbv.0, core_rcbv.1),
             core_ct_offset_hu: rng.uniform(-5.0, -1.0),
         }
     }
@@ -357,7 +413,13 @@ mod tests {
         let mut rng = Rng::new(5);
         let phys = Physiology::random(&mut rng);
         let c = [-40.0, 0.0, 10.0];
-        let l = Lesion::random(&mut rng, c, Hemisphere::Left, Territory::Mca);
+        let l = Lesion::random(
+            &mut rng,
+            c,
+            Hemisphere::Left,
+            Territory::Mca,
+            LesionRanges::Classic,
+        );
         let a = sample(Tissue::Grey);
         let (e, q_pen, q_core) = l.effect(l.core.centre_mm, &a);
         assert_eq!(e.zone, Zone::Core);

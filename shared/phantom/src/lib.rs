@@ -87,12 +87,14 @@
 //! cases; `n_cases`, `gzip` and `with_pwi` do not.
 
 pub mod anatomy;
+mod confound;
 mod field;
 pub mod lesion;
 mod model;
 pub mod perfusion;
 mod render;
 pub mod scanner;
+pub mod template;
 mod write;
 
 /// Stream labels for [`strokeseg_shared::rng::derive_seed`]: one per kind of randomness, so adding draws to one
@@ -106,6 +108,12 @@ pub(crate) mod tag {
     pub const CASE: u64 = 3;
     /// Per-case, per-modality noise fields.
     pub const NOISE: u64 = 4;
+    /// Whether patient p is built on the brain template.
+    pub const ANATOMY: u64 = 5;
+    /// Patient p's second lesion and confounders ([`crate::Realism`]).
+    pub const REALISM: u64 = 6;
+    /// Per-case map appearance ([`crate::Realism::varied_appearance`]).
+    pub const APPEARANCE: u64 = 7;
 }
 
 use strokeseg_io::Dtype;
@@ -114,6 +122,7 @@ use strokeseg_shared::modality::Modality;
 pub use anatomy::{Hemisphere, Territory, Tissue};
 pub use lesion::{CORE_RELATIVE_CBF, PENUMBRA_TMAX_S, Zone};
 pub use perfusion::Bolus;
+pub use template::BrainTemplate;
 pub use write::{
     FILE_IDS_PER_CASE, PATIENTS_FILE, TRUTH_FILE, summary_json, write_case, write_dataset,
 };
@@ -145,6 +154,55 @@ pub struct DatasetOptions {
     /// File id of the first file of case 1; case k (0-based) uses ids
     /// `first_file_id + 7k ..= first_file_id + 7k + 6`, one per modality.
     pub first_file_id: u64,
+    /// Where the patients' anatomy comes from (all procedural by default).
+    #[serde(default)]
+    pub anatomy: AnatomySource,
+    /// How far lesions, appearance and confounders vary (the classic generator by default).
+    #[serde(default)]
+    pub realism: Realism,
+}
+
+/// How far the generator departs from its classic, narrow ranges. `Default` is the classic
+/// generator, bit for bit; [`Realism::hospitals`] turns everything on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Realism {
+    /// Lesion sizes like ISLES 2018's (per-case OT median ≈ 15 mL, IQR ≈ 6–45 mL, some
+    /// over 100 mL) and wider lesion physiology (core rCBF 3–30 %, penumbra CBF 35–85 %,
+    /// Tmax peak 7–16 s).
+    pub isles_lesions: bool,
+    /// Fraction of lesion patients with a second, smaller lesion: bilateral (half) or in
+    /// another territory of the same hemisphere, 0–1.
+    pub multifocal_fraction: f64,
+    /// Per-case map appearance like vendors and protocols differ: map blur σ 0.8–3 mm,
+    /// noise × 0.5–2.5, CBF/CBV offsets, Tmax scaled × 0.8–1.25, shifted −0.5 to +1 s and
+    /// capped at 15–40 s, streak artefacts in 30 % of cases.
+    pub varied_appearance: bool,
+    /// Probability of each confounder kind per patient (old infarcts, delayed arrival
+    /// without core, hyperperfusion, low-flow white matter), 0–1.
+    pub confounder_rate: f64,
+}
+
+impl Realism {
+    /// Everything on: the training recipe's data.
+    pub const fn hospitals() -> Realism {
+        Realism {
+            isles_lesions: true,
+            multifocal_fraction: 0.12,
+            varied_appearance: true,
+            confounder_rate: 0.3,
+        }
+    }
+}
+
+/// Which head model the patients get.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AnatomySource {
+    /// Fraction of patients built on the brain template (see [`template`]), 0–1; the rest
+    /// get the procedural head ([`anatomy`]).
+    pub template_fraction: f64,
+    /// Folder holding the template files ([`template::GM_FILE`], [`template::WM_FILE`]);
+    /// needed when `template_fraction > 0`.
+    pub template_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for DatasetOptions {
@@ -161,6 +219,8 @@ impl Default for DatasetOptions {
             cbf_gain_range: (0.5, 20.0),
             cbv_gain_range: (2.0, 40.0),
             first_file_id: 345_560,
+            anatomy: AnatomySource::default(),
+            realism: Realism::default(),
         }
     }
 }
@@ -193,6 +253,15 @@ impl DatasetOptions {
             two_slab_fraction: frac(self.two_slab_fraction),
             cbf_gain_range: range(self.cbf_gain_range, (0.5, 20.0)),
             cbv_gain_range: range(self.cbv_gain_range, (2.0, 40.0)),
+            anatomy: AnatomySource {
+                template_fraction: frac(self.anatomy.template_fraction),
+                template_dir: self.anatomy.template_dir.clone(),
+            },
+            realism: Realism {
+                multifocal_fraction: frac(self.realism.multifocal_fraction),
+                confounder_rate: frac(self.realism.confounder_rate),
+                ..self.realism
+            },
             ..self.clone()
         }
     }
@@ -401,10 +470,23 @@ pub const fn isles_dtype(modality: Modality) -> Dtype {
 
 /// Generates case `case_index` (0-based) of the dataset `(seed, opts)` in memory. The
 /// result does not depend on `opts.n_cases`, `opts.gzip`, `opts.with_pwi` or
-/// `opts.seed` (the `seed` argument is used).
-pub fn generate_case(seed: u64, case_index: usize, opts: &DatasetOptions) -> PhantomCase {
+/// `opts.seed` (the `seed` argument is used). Fails only when the options ask for the
+/// brain template and it cannot be loaded.
+pub fn generate_case(
+    seed: u64,
+    case_index: usize,
+    opts: &DatasetOptions,
+) -> Result<PhantomCase, strokeseg_io::IoError> {
     let opts = opts.sanitized();
+    let template = model::template_of(&opts)?;
     let (patient_index, slab_index, n_slabs) = model::locate_case(seed, case_index, &opts);
-    let patient = model::PatientModel::new(seed, patient_index, n_slabs, &opts);
-    render::render_case(seed, case_index, patient_index, slab_index, &patient, &opts)
+    let patient = model::PatientModel::new(seed, patient_index, n_slabs, &opts, template.as_ref());
+    Ok(render::render_case(
+        seed,
+        case_index,
+        patient_index,
+        slab_index,
+        &patient,
+        &opts,
+    ))
 }

@@ -2,11 +2,16 @@
 //! deterministic assignment of cases to patients and slabs.
 
 use super::DatasetOptions;
-use super::anatomy::{Anatomy, Hemisphere, Territory};
-use super::lesion::Lesion;
+use std::sync::Arc;
+
+use super::anatomy::{Anatomy, AnatomySample, Hemisphere, Territory};
+use super::confound::Confounders;
+use super::lesion::{Lesion, LesionRanges};
 use super::perfusion::Physiology;
 use super::scanner::{MATRIX, SlabGeometry};
+use super::template::{BrainTemplate, TemplateHead};
 use crate::tag;
+use strokeseg_io::IoError;
 use strokeseg_shared::rng::Rng;
 
 /// Number of slabs of patient `patient_index` (1 or 2).
@@ -38,13 +43,51 @@ pub(crate) fn locate_case(
     }
 }
 
+/// A patient's head: procedural, or built on the brain template.
+#[derive(Debug, Clone)]
+pub(crate) enum Head {
+    Procedural(Anatomy),
+    Template(TemplateHead),
+}
+
+impl Head {
+    /// Classifies the head point `p` (mm).
+    pub(crate) fn sample(&self, p: [f64; 3]) -> AnatomySample {
+        match self {
+            Head::Procedural(a) => a.sample(p),
+            Head::Template(t) => t.sample(p),
+        }
+    }
+}
+
+/// The brain template of `opts`, when some patients are built on it.
+pub(crate) fn template_of(opts: &DatasetOptions) -> Result<Option<Arc<BrainTemplate>>, IoError> {
+    if opts.anatomy.template_fraction <= 0.0 {
+        return Ok(None);
+    }
+    match &opts.anatomy.template_dir {
+        Some(dir) => BrainTemplate::cached(dir).map(Some),
+        None => Err(IoError::Dataset {
+            path: std::path::PathBuf::from("<phantom options>"),
+            reason: format!(
+                "template_fraction {} needs a template folder (`--template-dir`; \
+                 `cargo xtask setup-templates` fetches it)",
+                opts.anatomy.template_fraction
+            ),
+        }),
+    }
+}
+
 /// Everything about one patient that both of their slabs share.
 #[derive(Debug, Clone)]
 pub(crate) struct PatientModel {
     pub geometry: SlabGeometry,
-    pub anatomy: Anatomy,
+    pub anatomy: Head,
     pub physiology: Physiology,
-    pub lesion: Option<Lesion>,
+    /// The acute lesions (none, one, or two for a multifocal or bilateral stroke).
+    pub lesions: Vec<Lesion>,
+    /// Findings that are not the acute infarct (none in the classic generator).
+    pub confounders: Confounders,
 }
 
 /// Territory frequencies of the lesion (MCA strokes dominate).
@@ -55,28 +98,84 @@ const TERRITORY_WEIGHTS: [(Territory, f64); 3] = [
 ];
 
 impl PatientModel {
-    /// The model of patient `patient_index` of dataset `seed` (`opts` already sanitized).
+    /// The model of patient `patient_index` of dataset `seed` (`opts` already sanitized;
+    /// `template` is [`template_of`] `opts`). Procedural patients do not depend on the
+    /// template options.
     pub(crate) fn new(
         seed: u64,
         patient_index: usize,
         n_slabs: usize,
         opts: &DatasetOptions,
+        template: Option<&Arc<BrainTemplate>>,
     ) -> PatientModel {
         let mut rng = Rng::stream(seed, &[tag::PATIENT, patient_index as u64]);
         let (geometry, head_semi_ap_mm) =
             SlabGeometry::random(&mut rng, n_slabs, (opts.min_slices, opts.max_slices));
-        let anatomy = Anatomy::random(&mut rng, head_semi_ap_mm);
+        let on_template = Rng::stream(seed, &[tag::ANATOMY, patient_index as u64])
+            .chance(opts.anatomy.template_fraction);
+        let anatomy = match template {
+            Some(t) if on_template => Head::Template(TemplateHead::random(
+                &mut rng,
+                Arc::clone(t),
+                head_semi_ap_mm,
+            )),
+            _ => Head::Procedural(Anatomy::random(&mut rng, head_semi_ap_mm)),
+        };
         let physiology = Physiology::random(&mut rng);
-        let lesion = if rng.chance(opts.lesion_free_fraction) {
+        let realism = &opts.realism;
+        let ranges = if realism.isles_lesions {
+            LesionRanges::Isles { scale: 1.0 }
+        } else {
+            LesionRanges::Classic
+        };
+        let mut lesions: Vec<Lesion> = if rng.chance(opts.lesion_free_fraction) {
             None
         } else {
-            place_lesion(&mut rng, &geometry, &anatomy)
-        };
+            place_lesion(&mut rng, &geometry, &anatomy, ranges)
+        }
+        .into_iter()
+        .collect();
+        // Everything below draws from its own stream: the classic patient stays bit-identical.
+        let mut extra = Rng::stream(seed, &[tag::REALISM, patient_index as u64]);
+        if let Some((first_side, first_territory)) =
+            lesions.first().map(|l| (l.hemisphere, l.territory))
+            && extra.chance(realism.multifocal_fraction)
+        {
+            // Half bilateral (embolic showers), half another territory of the same side.
+            let (hemisphere, territory) = if extra.chance(0.5) {
+                (first_side.opposite(), first_territory)
+            } else {
+                let other = if first_territory == Territory::Mca {
+                    Territory::Pca
+                } else {
+                    Territory::Mca
+                };
+                (first_side, other)
+            };
+            let scale = extra.uniform(0.15, 0.6);
+            if let Some(p) = find_point(&mut extra, &geometry, &anatomy, |a| {
+                a.tissue.is_parenchyma() && a.hemisphere == hemisphere && a.territory == territory
+            }) {
+                lesions.push(Lesion::random(
+                    &mut extra,
+                    p,
+                    hemisphere,
+                    territory,
+                    LesionRanges::Isles { scale },
+                ));
+            }
+        }
+        let confounders = Confounders::random(&mut extra, realism.confounder_rate, |r| {
+            find_point(r, &geometry, &anatomy, |a| {
+                a.tissue.is_parenchyma() && a.territory != Territory::Posterior
+            })
+        });
         PatientModel {
             geometry,
             anatomy,
             physiology,
-            lesion,
+            lesions,
+            confounders,
         }
     }
 }
@@ -84,7 +183,12 @@ impl PatientModel {
 /// Picks a hemisphere and territory and a parenchyma point of that territory inside the
 /// slab coverage by rejection sampling; `None` if none is found (then the patient is
 /// lesion-free).
-fn place_lesion(rng: &mut Rng, geometry: &SlabGeometry, anatomy: &Anatomy) -> Option<Lesion> {
+fn place_lesion(
+    rng: &mut Rng,
+    geometry: &SlabGeometry,
+    anatomy: &Head,
+    ranges: LesionRanges,
+) -> Option<Lesion> {
     let hemisphere = if rng.chance(0.5) {
         Hemisphere::Left
     } else {
@@ -94,20 +198,35 @@ fn place_lesion(rng: &mut Rng, geometry: &SlabGeometry, anatomy: &Anatomy) -> Op
     let first_choice = TERRITORY_WEIGHTS
         .get(rng.weighted(&weights))
         .map_or(Territory::Mca, |(t, _)| *t);
+    for territory in [first_choice, Territory::Mca] {
+        if let Some(p) = find_point(rng, geometry, anatomy, |a| {
+            a.tissue.is_parenchyma() && a.hemisphere == hemisphere && a.territory == territory
+        }) {
+            return Some(Lesion::random(rng, p, hemisphere, territory, ranges));
+        }
+    }
+    None
+}
+
+/// A head point inside the slab coverage where `accept` holds, by rejection sampling (at
+/// most 600 tries); `None` if none is found.
+fn find_point(
+    rng: &mut Rng,
+    geometry: &SlabGeometry,
+    anatomy: &Head,
+    accept: impl Fn(&AnatomySample) -> bool,
+) -> Option<[f64; 3]> {
     let (z_lo, z_hi) = geometry.coverage_z_mm();
     let half_fov = 0.5 * MATRIX as f64 * geometry.spacing_xy_mm;
-    for territory in [first_choice, Territory::Mca] {
-        for _ in 0..600 {
-            let p_scanner = [
-                rng.uniform(-half_fov, half_fov),
-                rng.uniform(-half_fov, half_fov),
-                rng.uniform(z_lo, z_hi),
-            ];
-            let p = geometry.to_head(p_scanner);
-            let a = anatomy.sample(p);
-            if a.tissue.is_parenchyma() && a.hemisphere == hemisphere && a.territory == territory {
-                return Some(Lesion::random(rng, p, hemisphere, territory));
-            }
+    for _ in 0..600 {
+        let p_scanner = [
+            rng.uniform(-half_fov, half_fov),
+            rng.uniform(-half_fov, half_fov),
+            rng.uniform(z_lo, z_hi),
+        ];
+        let p = geometry.to_head(p_scanner);
+        if accept(&anatomy.sample(p)) {
+            return Some(p);
         }
     }
     None

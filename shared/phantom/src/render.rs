@@ -6,13 +6,13 @@ use super::anatomy::{Hemisphere, Tissue};
 use super::lesion::Zone;
 use super::model::PatientModel;
 use super::perfusion::{Haemo, TissueCurveModel};
-use super::scanner::{CaseAcquisition, MATRIX, NoiseModel, blur_noise_gain, blur_slice};
+use super::scanner::{
+    Appearance, CaseAcquisition, MATRIX, NoiseModel, blur_noise_gain, blur_slice,
+};
 use super::{DatasetOptions, PhantomCase, PhantomTruth};
 use crate::tag;
 use strokeseg_shared::rng::{Rng, derive_seed};
 
-/// Blur of the perfusion maps (gaussian σ), mm.
-const MAP_BLUR_SIGMA_MM: f64 = 1.4;
 /// Blur of the CT (gaussian σ), mm.
 const CT_BLUR_SIGMA_MM: f64 = 0.5;
 /// CBF below which MTT is reported as 0 (undefined), mL/100 g/min.
@@ -74,6 +74,14 @@ pub(crate) fn render_case(
     let g = &patient.geometry;
     let mut case_rng = Rng::stream(seed, &[tag::CASE, case_index as u64]);
     let acq = CaseAcquisition::random(&mut case_rng, opts.cbf_gain_range, opts.cbv_gain_range);
+    let look = if opts.realism.varied_appearance {
+        Appearance::random(&mut Rng::stream(
+            seed,
+            &[tag::APPEARANCE, case_index as u64],
+        ))
+    } else {
+        Appearance::CLASSIC
+    };
     let n = MATRIX;
     let nxy = n * n;
     let nz = g.n_slices;
@@ -90,7 +98,7 @@ pub(crate) fn render_case(
         mtt_s: vec![0.0; n_vox],
         tmax_s: vec![0.0; n_vox],
         ct_hu: vec![0.0; n_vox],
-        lesion_site: patient.lesion.as_ref().map(|l| (l.hemisphere, l.territory)),
+        lesion_site: patient.lesions.first().map(|l| (l.hemisphere, l.territory)),
         lesion_volume_ml: 0.0,
         core_volume_ml: 0.0,
         hypoperfused_volume_ml: 0.0,
@@ -124,20 +132,27 @@ pub(crate) fn render_case(
                     }
                     acc.intracranial += 1;
                     let mut h = patient.physiology.healthy(&a, p);
-                    if let Some(lesion) = &patient.lesion {
+                    let mut zone = Zone::Healthy;
+                    let mut dwi = false;
+                    for lesion in &patient.lesions {
                         let (effect, q_pen, q_core) = lesion.effect(p, &a);
                         h = lesion.modulate(h, q_pen, q_core, &patient.physiology);
-                        match effect.zone {
-                            Zone::Core => {
-                                acc.core += 1;
-                                acc.hypoperfused += 1;
-                                hu += lesion.core_ct_offset_hu;
-                            }
-                            Zone::Penumbra => acc.hypoperfused += 1,
-                            Zone::Healthy => {}
+                        if effect.zone == Zone::Core && zone != Zone::Core {
+                            hu += lesion.core_ct_offset_hu;
                         }
-                        acc.dwi += usize::from(effect.dwi);
+                        zone = zone.max(effect.zone);
+                        dwi |= effect.dwi;
                     }
+                    match zone {
+                        Zone::Core => {
+                            acc.core += 1;
+                            acc.hypoperfused += 1;
+                        }
+                        Zone::Penumbra => acc.hypoperfused += 1,
+                        Zone::Healthy => {}
+                    }
+                    acc.dwi += usize::from(dwi);
+                    (h, hu) = patient.confounders.apply(p, &a, h, hu);
                     acc.hu += hu;
                     acc.cbf += h.cbf_ml_100g_min;
                     acc.cbv += h.cbv_ml_100g;
@@ -216,12 +231,17 @@ pub(crate) fn render_case(
         }
     }
 
-    let map_sigma_px = MAP_BLUR_SIGMA_MM / g.spacing_xy_mm;
-    let degrade = |clean: &[f64], model: NoiseModel, label: u64, max: f64| {
+    let map_sigma_px = look.map_blur_sigma_mm / g.spacing_xy_mm;
+    // `shift(v)` is the vendor's rescaling of a map value, identity in the classic look.
+    let degrade = |clean: &[f64], model: NoiseModel, label: u64, shift: &dyn Fn(f64) -> f64| {
         let mut rng = noise_stream(label);
-        let pre = acq.map_noise_scale / blur_noise_gain(map_sigma_px);
+        let pre = acq.map_noise_scale * look.noise_factor / blur_noise_gain(map_sigma_px);
         let mut out = clean.to_vec();
-        for (slice, mask) in out.chunks_mut(nxy).zip(truth.brain_mask.chunks(nxy)) {
+        for (z, (slice, mask)) in out
+            .chunks_mut(nxy)
+            .zip(truth.brain_mask.chunks(nxy))
+            .enumerate()
+        {
             for (v, &m) in slice.iter_mut().zip(mask) {
                 let e = rng.normal();
                 if m != 0 {
@@ -229,14 +249,19 @@ pub(crate) fn render_case(
                 }
             }
             blur_slice(slice, Some(mask), n, map_sigma_px);
+            look.add_streaks(slice, mask, n, z, label);
             for (v, &m) in slice.iter_mut().zip(mask) {
-                *v = if m != 0 { v.clamp(0.0, max) } else { 0.0 };
+                *v = if m != 0 { shift(*v) } else { 0.0 };
             }
         }
         out
     };
-    let cbf_ml_100g_min = degrade(&truth.cbf_ml_100g_min, CBF_NOISE, stream::CBF, f64::MAX);
-    let cbv_ml_100g = degrade(&truth.cbv_ml_100g, CBV_NOISE, stream::CBV, f64::MAX);
+    let cbf_ml_100g_min = degrade(&truth.cbf_ml_100g_min, CBF_NOISE, stream::CBF, &|v| {
+        v.max(0.0) + look.cbf_offset
+    });
+    let cbv_ml_100g = degrade(&truth.cbv_ml_100g, CBV_NOISE, stream::CBV, &|v| {
+        v.max(0.0) + look.cbv_offset
+    });
     // MTT as deconvolution software computes it: the ratio of the (noisy) CBV and CBF
     // maps, so its noise follows theirs; undefined (0) where the flow is below noise.
     let mtt_s: Vec<f64> = cbv_ml_100g
@@ -250,7 +275,14 @@ pub(crate) fn render_case(
             }
         })
         .collect();
-    let tmax_s = degrade(&truth.tmax_s, TIME_NOISE, stream::TMAX, MAX_TIME_S);
+    let tmax_s = degrade(&truth.tmax_s, TIME_NOISE, stream::TMAX, &|v| {
+        if opts.realism.varied_appearance {
+            (look.tmax_scale * v.clamp(0.0, MAX_TIME_S) + look.tmax_offset_s)
+                .clamp(0.0, look.tmax_cap_s)
+        } else {
+            v.clamp(0.0, MAX_TIME_S)
+        }
+    });
 
     PhantomCase {
         case_index,

@@ -210,6 +210,108 @@ impl CaseAcquisition {
     }
 }
 
+/// How the perfusion maps of one case look: what vendors' deconvolution software and
+/// protocols change (see [`crate::Realism::varied_appearance`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Appearance {
+    /// Gaussian blur of the maps, σ in mm (classic 1.4).
+    pub map_blur_sigma_mm: f64,
+    /// Multiplier of the map noise on top of the case's own level (classic 1).
+    pub noise_factor: f64,
+    /// Added to CBF (mL/100 g/min) and CBV (mL/100 g) inside the brain (classic 0).
+    pub cbf_offset: f64,
+    pub cbv_offset: f64,
+    /// Tmax as written = `clamp(scale · Tmax + offset, 0, cap)` (classic 1, 0, 40 s).
+    pub tmax_scale: f64,
+    pub tmax_offset_s: f64,
+    pub tmax_cap_s: f64,
+    /// Streak artefacts: relative amplitude (0: none), streaks per slice, width in pixels,
+    /// and the seed of their placement.
+    pub streak_amplitude: f64,
+    pub streaks_per_slice: usize,
+    pub streak_width_px: f64,
+    pub streak_seed: u64,
+}
+
+impl Appearance {
+    /// The classic generator's fixed look.
+    pub(crate) const CLASSIC: Appearance = Appearance {
+        map_blur_sigma_mm: 1.4,
+        noise_factor: 1.0,
+        cbf_offset: 0.0,
+        cbv_offset: 0.0,
+        tmax_scale: 1.0,
+        tmax_offset_s: 0.0,
+        tmax_cap_s: 40.0,
+        streak_amplitude: 0.0,
+        streaks_per_slice: 0,
+        streak_width_px: 1.0,
+        streak_seed: 0,
+    };
+
+    /// A random vendor and protocol.
+    pub(crate) fn random(rng: &mut Rng) -> Appearance {
+        let caps = [40.0, 25.0, 20.0, 15.0];
+        let streaky = rng.chance(0.3);
+        Appearance {
+            map_blur_sigma_mm: rng.uniform(0.8, 3.0),
+            noise_factor: rng.log_uniform(0.5, 2.5),
+            cbf_offset: rng.uniform(0.0, 3.0),
+            cbv_offset: rng.uniform(0.0, 0.2),
+            tmax_scale: rng.uniform(0.8, 1.25),
+            tmax_offset_s: rng.uniform(-0.5, 1.0),
+            tmax_cap_s: caps[rng.below(caps.len())],
+            streak_amplitude: if streaky { rng.uniform(0.1, 0.3) } else { 0.0 },
+            streaks_per_slice: 1 + rng.below(4),
+            streak_width_px: rng.uniform(1.0, 3.0),
+            streak_seed: rng.next_u64(),
+        }
+    }
+
+    /// Multiplies one `n × n` slice (index `z`) by `1 + a · s(x, y)`, with `s` a few random
+    /// straight streaks of alternating sign through the image, inside `mask` only.
+    pub(crate) fn add_streaks(
+        &self,
+        slice: &mut [f64],
+        mask: &[u8],
+        n: usize,
+        z: usize,
+        label: u64,
+    ) {
+        if self.streak_amplitude <= 0.0 {
+            return;
+        }
+        let mut rng = Rng::stream(self.streak_seed, &[z as u64, label]);
+        let half = 0.5 * n as f64;
+        let lines: Vec<(f64, f64, f64, f64)> = (0..self.streaks_per_slice)
+            .map(|k| {
+                let angle = rng.uniform(0.0, core::f64::consts::PI);
+                let offset = rng.uniform(-0.4, 0.4) * n as f64;
+                let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+                (libm::cos(angle), libm::sin(angle), offset, sign)
+            })
+            .collect();
+        let w2 = 2.0 * self.streak_width_px * self.streak_width_px;
+        for j in 0..n {
+            for i in 0..n {
+                let v = j * n + i;
+                if mask[v] == 0 {
+                    continue;
+                }
+                let (x, y) = (i as f64 - half, j as f64 - half);
+                let s: f64 = lines
+                    .iter()
+                    .map(|&(c, si, off, sign)| {
+                        let d = x * c + y * si - off;
+                        sign * libm::exp(-d * d / w2)
+                    })
+                    .sum();
+                slice[v] = (slice[v] * (1.0 + self.streak_amplitude * s)).max(0.0);
+            }
+        }
+    }
+}
+
 /// Noise level after blurring as a function of the noise-free value: `σ = a + b · v`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NoiseModel {

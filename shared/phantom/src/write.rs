@@ -221,7 +221,7 @@ pub fn write_dataset(out_dir: &Path, opts: &DatasetOptions) -> Result<DatasetSum
     let mut cases = Vec::with_capacity(opts.n_cases);
     let mut csv = String::from("case,patient\n");
     for k in 0..opts.n_cases {
-        let case = generate_case(opts.seed, k, &opts);
+        let case = generate_case(opts.seed, k, &opts)?;
         let dir = out_dir.join(case.case_name());
         let first_id = opts.first_file_id + FILE_IDS_PER_CASE * k as u64;
         let summary = write_case(&dir, &case, first_id, opts.gzip, opts.with_pwi)?;

@@ -98,7 +98,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn case_with_lesion(seed: u64, min_core_ml: f64) -> PhantomCase {
     let opts = tiny(1, seed);
     for k in 0..40 {
-        let c = generate_case(seed, k, &opts);
+        let c = generate_case(seed, k, &opts).unwrap();
         if c.truth.core_volume_ml >= min_core_ml
             && c.truth.hypoperfused_volume_ml > c.truth.core_volume_ml + 2.0
         {
@@ -146,8 +146,9 @@ fn a_case_regenerated_alone_equals_the_case_in_the_set() {
             n_cases: 1,
             ..opts.clone()
         },
-    );
-    assert_eq!(alone, generate_case(opts.seed, k, &opts));
+    )
+    .unwrap();
+    assert_eq!(alone, generate_case(opts.seed, k, &opts).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let case_dir = dir.path().join(alone.case_name());
     let s = write_case(
@@ -244,7 +245,7 @@ fn isles_names_datatypes_and_grid_on_disk() {
 fn stored_values_are_physical_times_gain() {
     let dir = tempfile::tempdir().unwrap();
     let opts = tiny(1, 5);
-    let case = generate_case(opts.seed, 0, &opts);
+    let case = generate_case(opts.seed, 0, &opts).unwrap();
     let s = write_case(&dir.path().join("case_1"), &case, 1000, false, false).unwrap();
     let nxy = case.slice_voxels();
     for (file, m) in s.files.iter().zip([
@@ -468,7 +469,8 @@ fn lesion_free_cases_have_all_zero_ot() {
             lesion_free_fraction: 0.0,
             ..opts
         },
-    );
+    )
+    .unwrap();
     assert!(c.truth.lesion_site.is_some());
 }
 
@@ -478,8 +480,8 @@ fn two_slab_patients_share_in_plane_geometry() {
         two_slab_fraction: 1.0,
         ..tiny(2, 13)
     };
-    let a = generate_case(opts.seed, 0, &opts);
-    let b = generate_case(opts.seed, 1, &opts);
+    let a = generate_case(opts.seed, 0, &opts).unwrap();
+    let b = generate_case(opts.seed, 1, &opts).unwrap();
     assert_eq!((a.patient_index, a.slab_index, a.n_slabs), (0, 0, 2));
     assert_eq!((b.patient_index, b.slab_index, b.n_slabs), (0, 1, 2));
     assert_eq!(a.dims, b.dims);
@@ -514,7 +516,7 @@ fn slice_counts_and_spacing_stay_in_isles_ranges() {
     };
     // Only the geometry matters here; generating is the cheapest way through the API.
     for k in 0..3 {
-        let c = generate_case(17, k, &opts);
+        let c = generate_case(17, k, &opts).unwrap();
         assert!((2..=22).contains(&c.n_slices()));
         assert!((0.78..=1.1).contains(&c.spacing_mm[0]));
         assert!((4.0..=12.0).contains(&c.spacing_mm[2]));
@@ -525,7 +527,7 @@ fn slice_counts_and_spacing_stay_in_isles_ranges() {
         max_slices: 3,
         ..opts.clone()
     };
-    assert_eq!(generate_case(17, 0, &narrow).n_slices(), 3);
+    assert_eq!(generate_case(17, 0, &narrow).unwrap().n_slices(), 3);
     // Nonsense bounds are repaired, not a panic.
     let odd = DatasetOptions {
         min_slices: 0,
@@ -533,7 +535,7 @@ fn slice_counts_and_spacing_stay_in_isles_ranges() {
         two_slab_fraction: f64::NAN,
         ..opts
     };
-    let c = generate_case(17, 0, &odd);
+    let c = generate_case(17, 0, &odd).unwrap();
     assert_eq!(c.n_slices(), 1);
 }
 
@@ -544,7 +546,7 @@ fn sizes_per_case() {
         max_slices: 5,
         ..DatasetOptions::default()
     };
-    let case = generate_case(1, 0, &opts);
+    let case = generate_case(1, 0, &opts).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
     let plain = write_case(&dir.path().join("plain"), &case, 1, false, false).unwrap();
@@ -670,7 +672,7 @@ fn print_dataset_statistics() {
     let (mut lesion_free, mut slices, mut rcbf, mut dices, mut ot_ml, mut pen_ml) =
         (0, 0, vec![], vec![], vec![], vec![]);
     for k in 0..n_cases {
-        let c = generate_case(opts.seed, k, &opts);
+        let c = generate_case(opts.seed, k, &opts).unwrap();
         let t = &c.truth;
         slices += c.n_slices();
         let n = c.ot.len();
