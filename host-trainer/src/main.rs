@@ -1078,38 +1078,24 @@ fn run_cv(args: &CvArgs, given: &[String]) -> Result<bool> {
                 out.display()
             );
         }
-        let plan = CvPlan::from_flags(args)?;
-        plan.init(out)?;
-        plan
+        CvPlan::from_flags(args)?
     };
+    // Checked before anything is written.
+    let task = if one_task {
+        Some(one_task_of(args, &plan, out)?)
+    } else {
+        None
+    };
+    if !args.resume {
+        plan.init(out)?;
+    }
     let control = control(&args.data);
     let precision = plan
         .settings
         .first()
         .map_or(Precision::Fp32, |s| s.train.precision);
     let device = setup_device(&args.data, precision)?;
-    if one_task {
-        let tasks = plan.tasks()?;
-        let task = match (args.task, args.fold) {
-            (Some(index), _) => tasks.task(index)?,
-            (None, Some(fold)) if plan.is_sweep() => bail!(
-                "--fold {fold}: {} holds a sweep of {} settings; choose a (setting, fold) with --task (0..{})",
-                out.display(),
-                plan.settings.len(),
-                tasks.n_tasks()
-            ),
-            (None, Some(fold)) => {
-                if fold >= plan.n_folds {
-                    bail!(
-                        "--fold {fold} does not exist with --folds {}: use 0..{}",
-                        plan.n_folds,
-                        plan.n_folds
-                    );
-                }
-                Task { setting: 0, fold }
-            }
-            (None, None) => bail!("--task or --fold is needed"),
-        };
+    if let Some(task) = task {
         let Some(settings) = plan.settings.get(task.setting) else {
             bail!("setting {} is not in the plan", task.setting);
         };
@@ -1189,6 +1175,27 @@ fn run_cv(args: &CvArgs, given: &[String]) -> Result<bool> {
         print!("\n{}", sweep::markdown(&summary));
     }
     Ok(true)
+}
+
+/// The (setting, fold) that `--task` or `--fold` names in `plan`.
+fn one_task_of(args: &CvArgs, plan: &CvPlan, out: &Path) -> Result<Task> {
+    let tasks = plan.tasks()?;
+    match (args.task, args.fold) {
+        (Some(index), _) => Ok(tasks.task(index)?),
+        (None, Some(fold)) if plan.is_sweep() => bail!(
+            "--fold {fold}: {} holds a sweep of {} settings; choose a (setting, fold) with --task (0..{})",
+            out.display(),
+            plan.settings.len(),
+            tasks.n_tasks()
+        ),
+        (None, Some(fold)) if fold >= plan.n_folds => bail!(
+            "--fold {fold} does not exist with --folds {}: use 0..{}",
+            plan.n_folds,
+            plan.n_folds
+        ),
+        (None, Some(fold)) => Ok(Task { setting: 0, fold }),
+        (None, None) => bail!("--task or --fold is needed"),
+    }
 }
 
 /// The one-line result of a cross-validation.

@@ -102,6 +102,11 @@ const STEPS: &[Step] = &[
         run: onnx_check,
     },
     Step {
+        name: "slurm",
+        about: "cv folds as a job array on a real single-node SLURM (installs slurm-wlm, munge), k8s Job schema",
+        run: crate::slurm::run,
+    },
+    Step {
         name: "hil",
         about: "cargo xtask hil: QEMU hardware-in-the-loop (Cortex-M4F firmware, aarch64 edge)",
         run: |root| crate::hil::run(root, &[]),
