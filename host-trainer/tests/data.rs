@@ -1,11 +1,15 @@
 //! Data loading through the shared preprocessing: shapes, labels against the ground truth,
-//! the calibration loader the exporter uses, and case-level scoring of a perfect prediction
-//! (which exercises the map back to the original grid).
+//! the calibration loader the exporter uses, case-level scoring of a perfect prediction
+//! (which exercises the map back to the original grid), and model inputs unchanged by a
+//! per-study gain on CBF and CBV.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use strokeseg_io::PatientGrouping;
+use std::path::Path;
+
+use strokeseg_io::{NiftiVolumeReader, NiftiWriter, PatientGrouping};
+use strokeseg_shared::modality::Modality;
 use strokeseg_shared::postprocess::PostprocessConfig;
 use strokeseg_trainer::data::{self, load_training_slices};
 use strokeseg_trainer::eval::score_case;
@@ -98,4 +102,71 @@ fn a_perfect_prediction_scores_near_one_on_the_original_grid() {
         }
     }
     assert!(scored > 0, "no case with a sizeable lesion");
+}
+
+/// Copies the phantom dataset `from` into `to` with every stored CBF and CBV value multiplied
+/// by `gain` (an integer, so uint16 values stay exact: zeros stay zero and the brain mask is
+/// unchanged), the other files as they are.
+fn write_with_gain(from: &Path, to: &Path, gain: f32) {
+    let dataset = data::discover(from, &PatientGrouping::OnePerCase).unwrap();
+    for case in &dataset.cases {
+        let case_dir = to.join(&case.name);
+        for (&modality, path) in &case.files.files {
+            let relative = path.strip_prefix(from).unwrap();
+            let target = to.join(relative);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            if !matches!(modality, Modality::Cbf | Modality::Cbv) {
+                std::fs::copy(path, &target).unwrap();
+                continue;
+            }
+            let mut reader = NiftiVolumeReader::open(path).unwrap();
+            let mut writer = NiftiWriter::create(&target, reader.header(), reader.dtype()).unwrap();
+            let mut slice = vec![0f32; reader.info().slice_voxels()];
+            for slice_idx in 0..reader.n_slices() {
+                reader.read_slice_f32(slice_idx, &mut slice).unwrap();
+                slice.iter_mut().for_each(|v| *v *= gain);
+                writer.write_slice_f32(&slice).unwrap();
+            }
+            writer.finish().unwrap();
+        }
+        assert!(case_dir.is_dir());
+    }
+}
+
+/// A phantom study with its stored CBF and CBV tripled (another vendor's units) gives the
+/// same model inputs: the per-volume percentile normalisation removes a per-study gain on the
+/// maps. What remains is the log histogram's resolution (bins of about 2.7 %, percentiles
+/// interpolated linearly inside a bin); MTT, Tmax, CT and the brain mask are bit-identical.
+#[test]
+fn model_inputs_are_invariant_to_a_per_study_gain_on_cbf_and_cbv() {
+    let base = common::dataset(4, 21);
+    let tripled = tempfile::tempdir().unwrap();
+    write_with_gain(base, tripled.path(), 3.0);
+    let config = strokeseg_shared::PreprocessConfig::default();
+    let a = load_training_slices(base, &config, 1000).unwrap();
+    let b = load_training_slices(tripled.path(), &config, 1000).unwrap();
+    assert_eq!(a.size(), b.size());
+    for (c, channel) in config.channels.iter().enumerate() {
+        let (x, y) = (a.select(1, c as i64), b.select(1, c as i64));
+        let diff = (&x - &y).abs();
+        let max_diff = f64::try_from(diff.max()).unwrap();
+        let mean_diff = f64::try_from(diff.mean(Kind::Float)).unwrap();
+        eprintln!(
+            "{:?}: max |Δ| {max_diff:.2e}, mean |Δ| {mean_diff:.2e} (normalised units)",
+            channel.modality
+        );
+        assert!(
+            x.eq(0.0).equal(&y.eq(0.0)),
+            "{:?}: brain mask",
+            channel.modality
+        );
+        match channel.modality {
+            // Within a bin at the top of the clamp range ([−1, 2]): 2 · 2.7 %.
+            Modality::Cbf | Modality::Cbv => {
+                assert!(max_diff < 0.055, "{:?}: {max_diff}", channel.modality);
+                assert!(mean_diff < 5e-3, "{:?}: {mean_diff}", channel.modality);
+            }
+            _ => assert!(x.equal(&y), "{:?} changed", channel.modality),
+        }
+    }
 }
