@@ -5,6 +5,7 @@
 //! cargo xtask setup-templates    the ICBM 2009a brain template (from nilearn) into .cache/templates
 //! cargo xtask ci [STEP...]       the whole test suite, or only the named steps
 //! cargo xtask ci --list          the CI steps, in order
+//! cargo xtask slurm-bench        4-fold cv wall time: sequential vs a SLURM job array (2 at once)
 //! cargo xtask cross              static aarch64-unknown-linux-musl strokeseg-edge (release)
 //! cargo xtask hil [LOOP...]      hardware-in-the-loop under QEMU: firmware (Cortex-M4F), edge (aarch64)
 //! cargo xtask gpu-bundle         CUDA strokeseg-train + gpu-check.sh for a GPU machine without Rust
@@ -37,6 +38,8 @@ tasks:
                      nilearn 0.14.1 wheel, into .cache/templates/icbm152_2009a (skips when present)
   ci [STEP...]       run the CI steps in order (all of them, or only those named)
   ci --list          list the CI steps
+  slurm-bench        wall time of a small 4-fold cv run sequentially and as a SLURM job array
+                     on a single-node cluster started for it (2 tasks at once on 2 CPUs)
   cross              build a static aarch64-unknown-linux-musl strokeseg-edge (release; installs
                      the rustup target and Debian's gcc-aarch64-linux-gnu when missing)
   hil [LOOP...]      hardware-in-the-loop tests under QEMU (installs what is missing):
@@ -67,6 +70,7 @@ fn main() -> Result<()> {
         }
         Some((task, _)) if task == "setup-templates" => templates::setup(&root).map(|_| ()),
         Some((task, rest)) if task == "ci" => ci::run(&root, rest),
+        Some((task, _)) if task == "slurm-bench" => slurm::bench(&root),
         Some((task, rest)) if task == "cross" => cross::run(&root, rest),
         Some((task, rest)) if task == "hil" => hil::run(&root, rest),
         Some((task, rest)) if task == "gpu-bundle" => gpu::run(&root, rest),

@@ -61,8 +61,9 @@ const PHANTOM_CASES: &str = "12";
 /// How long the array may take before the step fails.
 const ARRAY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// `cargo xtask ci slurm`.
-pub fn run(root: &Path) -> Result<()> {
+/// Installs SLURM if needed, builds `strokeseg-train`, empties `target/tmp/<name>` and writes
+/// the phantom there: the trainer, the work folder and the dataset.
+fn setup(root: &Path, name: &str) -> Result<(Trainer, PathBuf, PathBuf)> {
     ensure_slurm_installed(root)?;
     libtorch::setup(root)?;
     process::run(
@@ -78,7 +79,7 @@ pub fn run(root: &Path) -> Result<()> {
     )?;
     let target = crate::cross::target_dir(root);
     let trainer = target.join("debug").join("strokeseg-train");
-    let work = target.join("tmp").join("slurm-ci");
+    let work = target.join("tmp").join(name);
     if work.exists() {
         fs::remove_dir_all(&work)
             .with_context(|| format!("could not remove {}", work.display()))?;
@@ -86,7 +87,6 @@ pub fn run(root: &Path) -> Result<()> {
     fs::create_dir_all(&work).with_context(|| format!("could not create {}", work.display()))?;
     let work = std::path::absolute(&work)?;
     let t = Trainer { bin: trainer };
-
     let data = work.join("data");
     t.ok(&[
         "phantom",
@@ -97,6 +97,75 @@ pub fn run(root: &Path) -> Result<()> {
         "--seed",
         "3",
     ])?;
+    Ok((t, work, data))
+}
+
+/// `cargo xtask slurm-bench`: wall time of the step's 4-fold cross-validation run
+/// sequentially (1 and 2 libtorch threads) and as a SLURM array of 1-thread tasks, 2 at once
+/// on this machine's 2 CPUs, submission to merged summary; no interruptions.
+pub fn bench(root: &Path) -> Result<()> {
+    let (t, work, data) = setup(root, "slurm-bench")?;
+    let mut rows = Vec::new();
+    for threads in ["1", "2"] {
+        let out = work.join(format!("sequential-{threads}"));
+        let mut args = cv_args(&data, &out, &[]);
+        if let Some(i) = args.iter().position(|a| a == "--threads") {
+            args[i + 1] = threads.to_owned();
+        }
+        let started = Instant::now();
+        t.ok(&args)?;
+        rows.push((
+            format!("sequential cv, --threads {threads}"),
+            started.elapsed().as_secs_f64(),
+        ));
+    }
+    let cluster = Cluster::start(&work.join("cluster"))?;
+    let array_dir = work.join("array");
+    let script = t.ok(&cv_args(
+        &data,
+        &array_dir,
+        &["--emit", "slurm", "--gres", "none", "--cpus-per-task", "1"],
+    ))?;
+    let script_path = work.join("cv.sbatch");
+    fs::write(&script_path, &script)?;
+    let started = Instant::now();
+    cluster.command("sbatch", &["--parsable", &s(&script_path)])?;
+    wait_for(
+        ARRAY_TIMEOUT,
+        "the array and the merge job to finish",
+        || {
+            let queued = cluster.command("squeue", &["-h"])?;
+            Ok(
+                (queued.trim().is_empty() && array_dir.join("cv_summary.json").is_file())
+                    .then_some(()),
+            )
+        },
+    )
+    .inspect_err(|_| cluster.dump_logs(&array_dir))?;
+    rows.push((
+        "SLURM array, 4 tasks x 1 thread, 2 at once, + merge job".to_owned(),
+        started.elapsed().as_secs_f64(),
+    ));
+    drop(cluster);
+    let same = read(&array_dir.join("cv_summary.json"))?
+        == read(&work.join("sequential-1").join("cv_summary.json"))?;
+    println!(
+        "\n| 4-fold cv ({PHANTOM_CASES} phantom cases, 12 epochs, 64 x 64, width 8) | wall time (s) |"
+    );
+    println!("|---|---:|");
+    for (what, seconds) in &rows {
+        println!("| {what} | {seconds:.1} |");
+    }
+    println!(
+        "\narray summary {} the sequential --threads 1 one byte for byte",
+        if same { "equals" } else { "DIFFERS FROM" }
+    );
+    Ok(())
+}
+
+/// `cargo xtask ci slurm`.
+pub fn run(root: &Path) -> Result<()> {
+    let (t, work, data) = setup(root, "slurm-ci")?;
 
     refused_emissions(&t, &work, &data)?;
     k8s_check(root, &t, &work, &data)?;
