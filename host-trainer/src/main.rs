@@ -8,6 +8,8 @@
 //!                       [--warmup-epochs F] [--base-width N] [--depth N] [--seed S] [--amp bf16]
 //!                       [--resume] …
 //! strokeseg-train cv --data DIR --folds 4 --out RUN […the same training flags] [--resume]
+//!                    [--fold K | --task I] [--emit slurm|k8s …]   (flag lists sweep: --loss hybrid,ce)
+//! strokeseg-train cv --merge RUN
 //! strokeseg-train export --run RUN [--checkpoint best|last] --out models/NAME
 //!                        [--int8 [--data DIR] [--calibration-slices N]]
 //! strokeseg-train model-info FILE
@@ -15,12 +17,13 @@
 //!                          [--missing error|empty]
 //! ```
 //!
-//! Exit codes: 0 success, 1 error, 2 usage error, 130 stopped by Ctrl-C (checkpoint saved;
-//! continue with `--resume`).
+//! Exit codes: 0 success, 1 error, 2 usage error, 130 stopped by Ctrl-C, SIGTERM or SIGUSR1
+//! (checkpoint saved; continue with `--resume`).
 //!
 //! This file parses the arguments, turns them into the library's settings and prints the
 //! results; the work is the library's (`train::train_or_resume` for a new or resumed run,
-//! `cv::cross_validate` for the fold loop, `export`, `strokeseg_eval`, `strokeseg_phantom`).
+//! `cv::cross_validate` for the fold loop, `cv::run_fold` and `cv::merge` for one fold and
+//! the summary, `sweep` and `cluster` for grids and job array scripts, `export`, `strokeseg_eval`, `strokeseg_phantom`).
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -51,7 +54,7 @@ use strokeseg_trainer::sweep::{self, Axis, Grid, SweepManifest, Task, TaskPlan};
 use strokeseg_trainer::train::{self, RunSpec, RunStart, TrainControl, TrainOutcome};
 
 /// Exit status after Ctrl-C (128 + SIGINT).
-const EXIT_INTERRUPTED: u8 = 130;
+const EXIT_INTERRUPTED: u8 = cluster::EXIT_STOPPED;
 
 /// Train the strokeseg lesion segmenter on the host (tch / libtorch).
 #[derive(Debug, Parser)]
@@ -73,7 +76,8 @@ enum Command {
     },
     /// Train one model: on one patient-grouped fold held out (--fold), or on every case.
     Train(Box<TrainArgs>),
-    /// Patient-grouped k-fold cross-validation: every fold in turn, then a summary.
+    /// Patient-grouped k-fold cross-validation (or a sweep of them): every fold in turn, or one
+    /// (--fold, --task), or a job array script (--emit); --merge summarises finished folds.
     Cv(Box<CvArgs>),
     /// Export a run's checkpoint to ONNX (model.onnx; with --int8 also model.int8.onnx).
     Export(ExportArgs),
@@ -158,6 +162,33 @@ struct PhantomArgs {
     /// Also write the 4D perfusion series (CT_4DPWI) of each case; large.
     #[arg(long)]
     pwi: bool,
+    /// Which population: classic (procedural head, narrow ranges), hospitals (heads on the
+    /// ICBM 2009a brain template, ISLES-like lesion sizes, vendor appearance, confounders:
+    /// the training recipe) or holdout (procedural head with the hospitals' variation: the
+    /// out-of-family validation set).
+    #[arg(long, value_enum, default_value_t = FamilyArg::Classic)]
+    family: FamilyArg,
+    /// Brain template folder for --family hospitals (default: $STROKESEG_TEMPLATE_DIR, else
+    /// .cache/templates/icbm152_2009a; `cargo xtask setup-templates` fills it).
+    #[arg(long)]
+    template_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FamilyArg {
+    Classic,
+    Hospitals,
+    Holdout,
+}
+
+impl FamilyArg {
+    fn family(self) -> strokeseg_phantom::Family {
+        match self {
+            FamilyArg::Classic => strokeseg_phantom::Family::Classic,
+            FamilyArg::Hospitals => strokeseg_phantom::Family::Hospitals,
+            FamilyArg::Holdout => strokeseg_phantom::Family::Holdout,
+        }
+    }
 }
 
 /// Where the data is and how to run.
@@ -659,16 +690,24 @@ fn run_phantom(args: &PhantomArgs) -> Result<()> {
     if args.cases == 0 {
         bail!("--cases must be at least 1");
     }
+    let template_dir = args.template_dir.clone().unwrap_or_else(|| {
+        std::env::var_os(strokeseg_phantom::TEMPLATE_DIR_ENV).map_or_else(
+            || PathBuf::from(".cache/templates/icbm152_2009a"),
+            PathBuf::from,
+        )
+    });
     let options = DatasetOptions {
         n_cases: args.cases,
         seed: args.seed,
         gzip: args.gzip,
         with_pwi: args.pwi,
         ..Default::default()
-    };
+    }
+    .with_family(args.family.family(), Some(absolute(&template_dir)));
     let summary = strokeseg_phantom::write_dataset(&args.out, &options).with_context(|| {
         format!(
-            "could not write the phantom dataset ({} cases, seed {}) into {}",
+            "could not write the {} phantom dataset ({} cases, seed {}) into {}",
+            args.family.family().name(),
             args.cases,
             args.seed,
             args.out.display()
