@@ -200,140 +200,139 @@ impl PlaneDraws {
     }
 }
 
-/// Per-plane brain statistics `[B, C, 1, 1]` (0 for a plane without brain).
-struct PlaneStats {
-    mean: Tensor,
-    sd: Tensor,
-    min: Tensor,
-    max: Tensor,
+/// Runs `op` on the planes of `x` `[B, C, H, W]` that `d` turns on, and only on those:
+/// they are gathered into `[N, 1, H, W]` with their brain masks (bool, same shape) and
+/// parameters, `op` returns their new values, and its result replaces the brain pixels of
+/// those planes. Every other pixel keeps its value bit for bit; with no plane on, `x` is
+/// returned as it is.
+fn on_planes(
+    x: &Tensor,
+    brain: &Tensor,
+    d: &PlaneDraws,
+    op: impl FnOnce(&Tensor, &Tensor, &[f64]) -> Result<Tensor, tch::TchError>,
+) -> Result<Tensor, tch::TchError> {
+    let (b, c, h, w) = x.size4()?;
+    let on: Vec<i64> = (0..b * c)
+        .filter(|&i| d.on.get(i as usize).copied().unwrap_or(false))
+        .collect();
+    if on.is_empty() {
+        return Ok(x.shallow_clone());
+    }
+    let params: Vec<f64> = on
+        .iter()
+        .map(|&i| d.param.get(i as usize).copied().unwrap_or(1.0))
+        .collect();
+    let idx = Tensor::f_from_slice(&on)?.f_to_device(x.device())?;
+    let flat = x.f_reshape([b * c, 1, h, w])?;
+    let masks = brain
+        .f_expand([b, c, h, w], false)?
+        .f_reshape([b * c, 1, h, w])?
+        .f_index_select(0, &idx)?;
+    let planes = flat.f_index_select(0, &idx)?;
+    let new = op(&planes, &masks, &params)?.f_where_self(&masks, &planes)?;
+    flat.f_index_copy(0, &idx, &new)?.f_reshape([b, c, h, w])
 }
 
-fn plane_stats(x: &Tensor, brain: &Tensor) -> Result<PlaneStats, tch::TchError> {
-    let kind = x.kind();
-    let m = brain.f_to_kind(kind)?;
-    let count = m.f_sum_dim_intlist(&[2i64, 3][..], true, kind)?;
-    let has = count.f_gt(0.5)?;
-    let count = count.f_clamp_min(1.0)?;
-    let mean = x
-        .f_mul(&m)?
-        .f_sum_dim_intlist(&[2i64, 3][..], true, kind)?
-        .f_div(&count)?;
-    let dev = x.f_sub(&mean)?.f_mul(&m)?;
-    let sd = dev
-        .f_mul(&dev)?
-        .f_sum_dim_intlist(&[2i64, 3][..], true, kind)?
-        .f_div(&count)?
-        .f_sqrt()?;
-    let big = 1e30;
-    let min = x
-        .f_where_self(brain, &x.f_full_like(big)?)?
-        .f_amin([2, 3], true)?;
-    let max = x
-        .f_where_self(brain, &x.f_full_like(-big)?)?
-        .f_amax([2, 3], true)?;
-    let zero = mean.f_zeros_like()?;
-    Ok(PlaneStats {
-        mean,
-        sd,
-        min: min.f_where_self(&has, &zero)?,
-        max: max.f_where_self(&has, &zero)?,
-    })
-}
-
-/// `[B, C, 1, 1]` tensor of `values` (slice-major) in `like`'s kind and device.
+/// `[N, 1, 1, 1]` tensor of `values` in `like`'s kind and device.
 fn per_plane(values: &[f64], like: &Tensor) -> Result<Tensor, tch::TchError> {
-    let (b, c, _, _) = like.size4()?;
     let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();
     Tensor::f_from_slice(&v)?
-        .f_reshape([b, c, 1, 1])?
+        .f_reshape([v.len() as i64, 1, 1, 1])?
         .f_to_device(like.device())?
         .f_to_kind(like.kind())
 }
 
-/// `[B, C, 1, 1]` bool tensor of `on` on `like`'s device.
-fn plane_mask(on: &[bool], like: &Tensor) -> Result<Tensor, tch::TchError> {
-    let (b, c, _, _) = like.size4()?;
-    let v: Vec<u8> = on.iter().map(|&on| u8::from(on)).collect();
-    Tensor::f_from_slice(&v)?
-        .f_reshape([b, c, 1, 1])?
-        .f_to_device(like.device())?
-        .f_to_kind(Kind::Bool)
+/// Brain mean and standard deviation of each plane `[N, 1, H, W]`, as `[N, 1, 1, 1]` (0 for
+/// a plane without brain).
+fn mean_sd(x: &Tensor, brain: &Tensor) -> Result<(Tensor, Tensor), tch::TchError> {
+    let kind = x.kind();
+    let m = brain.f_to_kind(kind)?;
+    let dims = &[1i64, 2, 3][..];
+    let count = m.f_sum_dim_intlist(dims, true, kind)?.f_clamp_min(1.0)?;
+    let mean = x
+        .f_mul(&m)?
+        .f_sum_dim_intlist(dims, true, kind)?
+        .f_div(&count)?;
+    let dev = x.f_sub(&mean)?.f_mul(&m)?;
+    let sd = dev
+        .f_mul(&dev)?
+        .f_sum_dim_intlist(dims, true, kind)?
+        .f_div(&count)?
+        .f_sqrt()?;
+    Ok((mean, sd))
 }
 
-/// `new` on the brain pixels of the planes that are `on`, `x` elsewhere.
-fn select(new: &Tensor, x: &Tensor, brain: &Tensor, on: &[bool]) -> Result<Tensor, tch::TchError> {
-    let cond = plane_mask(on, x)?.f_logical_and(brain)?;
-    new.f_where_self(&cond, x)
+/// Brain minimum and maximum of each plane `[N, 1, H, W]`, as `[N, 1, 1, 1]` (+∞ and −∞
+/// for a plane without brain).
+fn min_max(x: &Tensor, brain: &Tensor) -> Result<(Tensor, Tensor), tch::TchError> {
+    let dims = &[1i64, 2, 3][..];
+    let inf = Tensor::f_from_slice(&[f32::INFINITY])?
+        .f_to_device(x.device())?
+        .f_to_kind(x.kind())?;
+    let min = x.f_where_self(brain, &inf)?.f_amin(dims, true)?;
+    let max = x.f_where_self(brain, &inf.f_neg()?)?.f_amax(dims, true)?;
+    Ok((min, max))
 }
 
 /// Multiplies the brain pixels of each `on` plane by its parameter.
 pub fn apply_gain(x: &Tensor, brain: &Tensor, d: &PlaneDraws) -> Result<Tensor, tch::TchError> {
-    select(&x.f_mul(&per_plane(&d.param, x)?)?, x, brain, &d.on)
+    on_planes(x, brain, d, |planes, _, gains| {
+        planes.f_mul(&per_plane(gains, planes)?)
+    })
 }
 
 /// Scales the brain pixels of each `on` plane about their mean by its parameter, clamped to
 /// the plane's brain range before the operation.
 pub fn apply_contrast(x: &Tensor, brain: &Tensor, d: &PlaneDraws) -> Result<Tensor, tch::TchError> {
-    let s = plane_stats(x, brain)?;
-    let new = x
-        .f_sub(&s.mean)?
-        .f_mul(&per_plane(&d.param, x)?)?
-        .f_add(&s.mean)?
-        .f_clamp_min_tensor(&s.min)?
-        .f_clamp_max_tensor(&s.max)?;
-    select(&new, x, brain, &d.on)
+    on_planes(x, brain, d, |planes, masks, factors| {
+        let (mean, _) = mean_sd(planes, masks)?;
+        let (min, max) = min_max(planes, masks)?;
+        planes
+            .f_sub(&mean)?
+            .f_mul(&per_plane(factors, planes)?)?
+            .f_add(&mean)?
+            .f_clamp_min_tensor(&min)?
+            .f_clamp_max_tensor(&max)
+    })
 }
 
 /// Applies `lo + span · ((x − lo) / span)^γ` on each `on` plane, `[lo, lo + span]` the plane's
 /// brain range (planes with a constant brain are left alone).
 pub fn apply_gamma(x: &Tensor, brain: &Tensor, d: &PlaneDraws) -> Result<Tensor, tch::TchError> {
-    let s = plane_stats(x, brain)?;
-    let span = s.max.f_sub(&s.min)?;
-    let t = x
-        .f_sub(&s.min)?
-        .f_div(&span.f_clamp_min(EPS)?)?
-        .f_clamp(0.0, 1.0)?;
-    let new = t
-        .f_pow(&per_plane(&d.param, x)?)?
-        .f_mul(&span)?
-        .f_add(&s.min)?;
-    let cond = plane_mask(&d.on, x)?
-        .f_logical_and(brain)?
-        .f_logical_and(&span.f_gt(EPS)?)?;
-    new.f_where_self(&cond, x)
+    on_planes(x, brain, d, |planes, masks, gammas| {
+        let (min, max) = min_max(planes, masks)?;
+        let span = max.f_sub(&min)?;
+        let new = planes
+            .f_sub(&min)?
+            .f_div(&span.f_clamp_min(EPS)?)?
+            .f_clamp(0.0, 1.0)?
+            .f_pow(&per_plane(gammas, planes)?)?
+            .f_mul(&span)?
+            .f_add(&min)?;
+        new.f_where_self(&span.f_gt(EPS)?, planes)
+    })
 }
 
 /// Adds `σ · sd · n` to the brain pixels of each `on` plane, `σ` its parameter, `sd` the
 /// plane's brain standard deviation, `n` standard normal values drawn from `rng` (row-major,
-/// plane after plane).
+/// plane after plane, only for the planes that are on).
 pub fn apply_noise(
     x: &Tensor,
     brain: &Tensor,
     d: &PlaneDraws,
     rng: &mut Rng,
 ) -> Result<Tensor, tch::TchError> {
-    let (b, c, h, w) = x.size4()?;
-    let planes: Vec<i64> = (0..b * c).filter(|&i| d.on[i as usize]).collect();
-    if planes.is_empty() {
-        return Ok(x.shallow_clone());
-    }
-    let plane_len = (h * w) as usize;
-    let mut noise = Vec::with_capacity(planes.len() * plane_len);
-    for _ in 0..planes.len() * plane_len {
-        noise.push(rng.normal() as f32);
-    }
-    let device = x.device();
-    let noise = Tensor::f_from_slice(&noise)?
-        .f_reshape([planes.len() as i64, h, w])?
-        .f_to_device(device)?
-        .f_to_kind(x.kind())?;
-    let idx = Tensor::f_from_slice(&planes)?.f_to_device(device)?;
-    let field = Tensor::f_zeros([b * c, h, w], (x.kind(), device))?
-        .f_index_copy(0, &idx, &noise)?
-        .f_reshape([b, c, h, w])?;
-    let s = plane_stats(x, brain)?;
-    let sigma = per_plane(&d.param, x)?.f_mul(&s.sd)?;
-    select(&x.f_add(&field.f_mul(&sigma)?)?, x, brain, &d.on)
+    on_planes(x, brain, d, |planes, masks, sigmas| {
+        let (n, _, h, w) = planes.size4()?;
+        let noise: Vec<f32> = (0..n * h * w).map(|_| rng.normal() as f32).collect();
+        let noise = Tensor::f_from_slice(&noise)?
+            .f_reshape([n, 1, h, w])?
+            .f_to_device(planes.device())?
+            .f_to_kind(planes.kind())?;
+        let (_, sd) = mean_sd(planes, masks)?;
+        let sigma = per_plane(sigmas, planes)?.f_mul(&sd)?;
+        planes.f_add(&noise.f_mul(&sigma)?)
+    })
 }
 
 /// Normalised 1D gaussian taps of `sigma_px` over `±radius` (a unit impulse for σ ≤ 0).
@@ -352,8 +351,8 @@ fn gaussian_taps(sigma_px: f64, radius: i64) -> Vec<f32> {
 }
 
 /// Blurs each `on` plane with a gaussian of its parameter's σ (pixels): one separable grouped
-/// convolution over every plane of the batch, normalised by the equally blurred brain mask so
-/// that background zeros do not darken the brain edge. `max_sigma_px` sizes the kernel
+/// convolution over those planes, normalised by the equally blurred brain mask so that
+/// background zeros do not darken the brain edge. `max_sigma_px` sizes the kernel
 /// (`±ceil(3σ)`).
 pub fn apply_blur(
     x: &Tensor,
@@ -361,69 +360,58 @@ pub fn apply_blur(
     d: &PlaneDraws,
     max_sigma_px: f64,
 ) -> Result<Tensor, tch::TchError> {
-    let (b, c, h, w) = x.size4()?;
-    let radius = (3.0 * max_sigma_px.max(EPS)).ceil() as i64;
-    let k = 2 * radius + 1;
-    let mut taps = Vec::with_capacity((b * c * k) as usize);
-    for (&on, &sigma) in d.on.iter().zip(&d.param) {
-        taps.extend(gaussian_taps(if on { sigma } else { 0.0 }, radius));
-    }
-    let taps = Tensor::f_from_slice(&taps)?
-        .f_to_device(x.device())?
-        .f_to_kind(x.kind())?;
-    let kx = taps.f_reshape([b * c, 1, 1, k])?;
-    let ky = taps.f_reshape([b * c, 1, k, 1])?;
-    let m = brain.f_to_kind(x.kind())?.f_expand([b, c, h, w], false)?;
-    let stacked =
-        Tensor::f_stack(&[x.f_mul(&m)?, m.shallow_clone()], 0)?.f_reshape([2, b * c, h, w])?;
-    let blurred = stacked
-        .f_conv2d(&kx, None::<Tensor>, [1, 1], [0, radius], [1, 1], b * c)?
-        .f_conv2d(&ky, None::<Tensor>, [1, 1], [radius, 0], [1, 1], b * c)?;
-    let num = blurred.f_select(0, 0)?.f_reshape([b, c, h, w])?;
-    let den = blurred.f_select(0, 1)?.f_reshape([b, c, h, w])?;
-    let new = num.f_div(&den.f_clamp_min(EPS)?)?;
-    let cond = plane_mask(&d.on, x)?
-        .f_logical_and(brain)?
-        .f_logical_and(&den.f_gt(EPS)?)?;
-    new.f_where_self(&cond, x)
+    on_planes(x, brain, d, |planes, masks, sigmas| {
+        let (n, _, h, w) = planes.size4()?;
+        let radius = (3.0 * max_sigma_px.max(EPS)).ceil() as i64;
+        let k = 2 * radius + 1;
+        let taps: Vec<f32> = sigmas
+            .iter()
+            .flat_map(|&sigma| gaussian_taps(sigma, radius))
+            .collect();
+        let taps = Tensor::f_from_slice(&taps)?
+            .f_to_device(planes.device())?
+            .f_to_kind(planes.kind())?;
+        let kx = taps.f_reshape([n, 1, 1, k])?;
+        let ky = taps.f_reshape([n, 1, k, 1])?;
+        let m = masks.f_to_kind(planes.kind())?;
+        // [2, N, H, W]: the masked values and the mask, each plane its own group.
+        let stacked = Tensor::f_stack(&[planes.f_mul(&m)?, m], 0)?.f_reshape([2, n, h, w])?;
+        let blurred = stacked
+            .f_conv2d(&kx, None::<Tensor>, [1, 1], [0, radius], [1, 1], n)?
+            .f_conv2d(&ky, None::<Tensor>, [1, 1], [radius, 0], [1, 1], n)?;
+        let num = blurred.f_select(0, 0)?.f_reshape([n, 1, h, w])?;
+        let den = blurred.f_select(0, 1)?.f_reshape([n, 1, h, w])?;
+        num.f_div(&den.f_clamp_min(EPS)?)?
+            .f_where_self(&den.f_gt(EPS)?, planes)
+    })
 }
 
 /// Simulates a coarser acquisition on each `on` plane: area downsampling by its parameter's
 /// factor (to `round(H / f) × round(W / f)`), bilinear upsampling back to `H × W`, both
 /// normalised by the brain mask. One small interpolation pair per plane that is on.
 pub fn apply_low_res(x: &Tensor, brain: &Tensor, d: &PlaneDraws) -> Result<Tensor, tch::TchError> {
-    let (b, c, h, w) = x.size4()?;
-    if !d.any() {
-        return Ok(x.shallow_clone());
-    }
-    let m_all = brain.f_to_kind(x.kind())?;
-    let mut planes = Vec::with_capacity((b * c) as usize);
-    for bi in 0..b {
-        let m = m_all.f_narrow(0, bi, 1)?;
-        for ci in 0..c {
-            let i = (bi * c + ci) as usize;
-            let plane = x.f_narrow(0, bi, 1)?.f_narrow(1, ci, 1)?;
-            if !d.on[i] {
-                planes.push(plane);
-                continue;
-            }
-            let f = d.param[i].max(1.0);
+    on_planes(x, brain, d, |planes, masks, factors| {
+        let (_, _, h, w) = planes.size4()?;
+        let mut out = Vec::with_capacity(factors.len());
+        for (i, &f) in factors.iter().enumerate() {
+            let plane = planes.f_narrow(0, i as i64, 1)?;
+            let m = masks.f_narrow(0, i as i64, 1)?.f_to_kind(planes.kind())?;
+            let f = f.max(1.0);
             let size = [
                 ((h as f64 / f).round() as i64).max(1),
                 ((w as f64 / f).round() as i64).max(1),
             ];
             let down_x = plane.f_mul(&m)?.f_adaptive_avg_pool2d(size)?;
             let down_m = m.f_adaptive_avg_pool2d(size)?;
-            let has = down_m.f_gt(EPS)?.f_to_kind(x.kind())?;
+            let has = down_m.f_gt(EPS)?.f_to_kind(planes.kind())?;
             let low = down_x.f_div(&down_m.f_clamp_min(EPS)?)?.f_mul(&has)?;
             let up_x = low.f_upsample_bilinear2d([h, w], false, None, None)?;
             let up_m = has.f_upsample_bilinear2d([h, w], false, None, None)?;
             let new = up_x.f_div(&up_m.f_clamp_min(EPS)?)?;
-            let cond = m.f_gt(0.5)?.f_logical_and(&up_m.f_gt(EPS)?)?;
-            planes.push(new.f_where_self(&cond, &plane)?);
+            out.push(new.f_where_self(&up_m.f_gt(EPS)?, &plane)?);
         }
-    }
-    Tensor::f_cat(&planes, 1)?.f_reshape([b, c, h, w])
+        Tensor::f_cat(&out, 0)
+    })
 }
 
 /// Draws every operation of `ops` for the batch (fixed order: noise, blur, gain, contrast,

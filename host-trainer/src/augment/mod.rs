@@ -519,4 +519,69 @@ mod tests {
             assert!(config.validate().is_err(), "{config:?}");
         }
     }
+
+    /// Cost of the augmentation of one default batch (`[8, 5, 160, 160]`) on the CPU, with
+    /// and without the intensity operations, beside one forward and backward pass of the
+    /// default network: `cargo test -p strokeseg-trainer --lib augment_cost -- --ignored
+    /// --nocapture` (`AUGMENT_COST_THREADS=N` for N libtorch threads, default 1). Prints
+    /// figures, asserts nothing about time.
+    #[test]
+    #[ignore = "benchmark: prints figures"]
+    fn augment_cost() {
+        use std::time::Instant;
+        use tch::nn::ModuleT;
+        // One libtorch thread unless AUGMENT_COST_THREADS says otherwise: on a busy machine
+        // the many small operations of the augmentation measure thread wake-ups, not work.
+        let threads = std::env::var("AUGMENT_COST_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        tch::set_num_threads(threads);
+        let (b, c, h, w) = (8, 5, 160, 160);
+        let (disc, labels) = batch(h, w);
+        let brain = disc.select(1, 0).unsqueeze(1).gt(-1.0).to_kind(Kind::Float);
+        let images = Tensor::cat(
+            &[
+                disc.repeat([b / 2, 2, 1, 1]),
+                Tensor::ones([b, c - 4, h, w], (Kind::Float, Device::Cpu)),
+            ],
+            1,
+        ) * brain.repeat([b / 2, 1, 1, 1])
+            + 0.1;
+        let labels = labels.repeat([b / 2, 1, 1]);
+        let median_ms = |config: &AugmentConfig| {
+            let mut times: Vec<f64> = (0..30)
+                .map(|seed| {
+                    let started = Instant::now();
+                    let out = augment_batch(&images, &labels, config, &mut Rng::new(seed));
+                    assert!(out.is_ok());
+                    started.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        };
+        let with = median_ms(&AugmentConfig::default());
+        let without = median_ms(&AugmentConfig::default().without_intensity_ops());
+        let always = median_ms(&intensity_only());
+        let (_vs, net) =
+            crate::model::new_model(crate::model::UNetConfig::default(), Device::Cpu, 1);
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                let loss = net.forward_t(&images, true).mean(Kind::Float);
+                loss.backward();
+                started.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "augment_batch [{b}, {c}, {h}, {w}], {} CPU threads, median of 30: geometry + jitter \
+             {without:.1} ms, + intensity operations (defaults) {with:.1} ms, every intensity \
+             operation on every plane {always:.1} ms; forward + backward of the default U-Net \
+             {:.0} ms (median of 5)",
+            tch::get_num_threads(),
+            times[2]
+        );
+    }
 }
