@@ -35,6 +35,11 @@ const STEPS: &[Step] = &[
         run: libtorch::setup,
     },
     Step {
+        name: "setup-templates",
+        about: "the ICBM 2009a brain template (from the nilearn wheel) into .cache/templates if missing",
+        run: |root| crate::templates::setup(root).map(|_| ()),
+    },
+    Step {
         name: "no-std-target",
         about: "rustup target add thumbv7em-none-eabihf if missing",
         run: ensure_no_std_target,

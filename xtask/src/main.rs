@@ -10,6 +10,7 @@
 //! cargo xtask hil [LOOP...]      hardware-in-the-loop under QEMU: firmware (Cortex-M4F), edge (aarch64)
 //! cargo xtask gpu-bundle         CUDA strokeseg-train + gpu-check.sh for a GPU machine without Rust
 //! cargo xtask default-model      retrain, export and evaluate the shipped model in models/default
+//! cargo xtask evaluate-model     a model and the threshold rule on the phantom families (out of family too)
 //! ```
 //!
 //! The alias lives in `.cargo/config.toml`; `.ci/run` and the README call `cargo xtask ci`.
@@ -20,6 +21,7 @@ mod default_model;
 mod gpu;
 mod hil;
 mod libtorch;
+mod model_eval;
 mod process;
 mod slurm;
 mod templates;
@@ -52,6 +54,10 @@ tasks:
   default-model      retrain the shipped default model from scratch (phantoms, CPU, ~20 min on
                      2 cores), export fp32 + int8 into models/default and evaluate the held-out
                      cases with the edge runtime [--work DIR] [--reuse-run]
+  evaluate-model     judge a model (default: models/default) and the threshold rule on the phantom
+                     families, the out-of-family one first: Dice, lesion-case Dice, volume
+                     correlation, int8-vs-fp32 agreement [--model FILE] [--int8 FILE] [--work DIR]
+                     [--out DIR]
   help               this text
 
 environment:
@@ -75,6 +81,7 @@ fn main() -> Result<()> {
         Some((task, rest)) if task == "hil" => hil::run(&root, rest),
         Some((task, rest)) if task == "gpu-bundle" => gpu::run(&root, rest),
         Some((task, rest)) if task == "default-model" => default_model::run(&root, rest),
+        Some((task, rest)) if task == "evaluate-model" => model_eval::run(&root, rest),
         Some((task, _)) if matches!(task.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

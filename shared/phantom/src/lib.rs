@@ -78,6 +78,27 @@
 //! log-uniformly (defaults 0.5–20 for CBF and 2–40 for CBV: the scale is unknown to a
 //! model, as in ISLES). The CT gets a 0.5 mm blur and 2.5–5 HU noise.
 //!
+//! # Families: anatomy and realism ([`Family`], [`AnatomySource`], [`Realism`])
+//!
+//! Everything above describes the *classic* generator, the default (bit for bit what it
+//! always was). Two knobs widen it:
+//! - **Anatomy** ([`AnatomySource`]): a fraction of patients gets a head built on a real brain
+//!   template ([`template`]: the ICBM 2009a grey/white-matter probability maps that the
+//!   `nilearn` wheel ships, deformed per patient by scale, elastic displacement and
+//!   atrophy-driven ventricle and sulcus widening), the rest the procedural head.
+//! - **Realism** ([`Realism`]): ISLES-like lesion sizes (per-case OT median ≈ 15 mL, IQR ≈
+//!   6–45 mL, some > 100 mL) with wider lesion physiology, multifocal and bilateral strokes,
+//!   per-case vendor appearance (map blur, noise, offsets, Tmax scale/shift/cap, streaks),
+//!   and confounders that are not the acute infarct (old infarcts, delayed arrival without
+//!   core, hyperperfusion, low-flow white matter; see `confound`).
+//!
+//! [`Family`] names the presets: `Classic`; `Hospitals` (template heads + all realism: the
+//! training recipe's data); `Holdout` (procedural heads + all realism: the out-of-family set
+//! a model trained on `Hospitals` is judged and selected on, `cargo xtask evaluate-model`).
+//! Holdout differs from Hospitals in how the anatomy is built, not in the lesion and
+//! appearance ranges: it measures generalisation across anatomy, not across every modelling
+//! choice, and its figures are phantom figures.
+//!
 //! # Determinism
 //!
 //! Case k is a pure function of `(seed, k, options)`: the case → patient assignment walks
@@ -123,6 +144,7 @@ pub use anatomy::{Hemisphere, Territory, Tissue};
 pub use lesion::{CORE_RELATIVE_CBF, PENUMBRA_TMAX_S, Zone};
 pub use perfusion::Bolus;
 pub use template::BrainTemplate;
+pub use template::TEMPLATE_DIR_ENV;
 pub use write::{
     FILE_IDS_PER_CASE, PATIENTS_FILE, TRUTH_FILE, summary_json, write_case, write_dataset,
 };
@@ -180,6 +202,53 @@ pub struct Realism {
     /// Probability of each confounder kind per patient (old infarcts, delayed arrival
     /// without core, hyperperfusion, low-flow white matter), 0–1.
     pub confounder_rate: f64,
+}
+
+/// Named presets of [`AnatomySource`] and [`Realism`]: which population of studies a
+/// dataset stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Family {
+    /// The classic generator: procedural head, narrow ranges (the demo, most tests, the
+    /// first default model).
+    Classic,
+    /// The training family: every patient on the brain template ([`template`]), with
+    /// [`Realism::hospitals`].
+    Hospitals,
+    /// The out-of-family validation family: the procedural head (another construction of
+    /// the anatomy) with the hospitals' variation, for model selection and reporting; never
+    /// trained on.
+    Holdout,
+}
+
+impl Family {
+    /// `classic`, `hospitals` or `holdout`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::Classic => "classic",
+            Family::Hospitals => "hospitals",
+            Family::Holdout => "holdout",
+        }
+    }
+}
+
+impl DatasetOptions {
+    /// These options with the anatomy and realism of `family`; `template_dir` is where the
+    /// brain template is (needed by [`Family::Hospitals`]).
+    pub fn with_family(self, family: Family, template_dir: Option<std::path::PathBuf>) -> Self {
+        let (template_fraction, realism) = match family {
+            Family::Classic => (0.0, Realism::default()),
+            Family::Hospitals => (1.0, Realism::hospitals()),
+            Family::Holdout => (0.0, Realism::hospitals()),
+        };
+        DatasetOptions {
+            anatomy: AnatomySource {
+                template_fraction,
+                template_dir,
+            },
+            realism,
+            ..self
+        }
+    }
 }
 
 impl Realism {
@@ -349,6 +418,9 @@ pub struct PhantomTruth {
     pub ct_hu: Vec<f64>,
     /// Lesion hemisphere and territory, `None` for lesion-free patients.
     pub lesion_site: Option<(Hemisphere, Territory)>,
+    /// Acute lesions of the patient (0, 1, or 2 for a multifocal or bilateral stroke),
+    /// whether or not this slab reaches them.
+    pub n_lesions: usize,
     /// OT volume, mL.
     pub lesion_volume_ml: f64,
     /// Core volume, mL.

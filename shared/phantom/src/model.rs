@@ -46,8 +46,8 @@ pub(crate) fn locate_case(
 /// A patient's head: procedural, or built on the brain template.
 #[derive(Debug, Clone)]
 pub(crate) enum Head {
-    Procedural(Anatomy),
-    Template(TemplateHead),
+    Procedural(Box<Anatomy>),
+    Template(Box<TemplateHead>),
 }
 
 impl Head {
@@ -114,12 +114,12 @@ impl PatientModel {
         let on_template = Rng::stream(seed, &[tag::ANATOMY, patient_index as u64])
             .chance(opts.anatomy.template_fraction);
         let anatomy = match template {
-            Some(t) if on_template => Head::Template(TemplateHead::random(
+            Some(t) if on_template => Head::Template(Box::new(TemplateHead::random(
                 &mut rng,
                 Arc::clone(t),
                 head_semi_ap_mm,
-            )),
-            _ => Head::Procedural(Anatomy::random(&mut rng, head_semi_ap_mm)),
+            ))),
+            _ => Head::Procedural(Box::new(Anatomy::random(&mut rng, head_semi_ap_mm))),
         };
         let physiology = Physiology::random(&mut rng);
         let realism = &opts.realism;

@@ -99,6 +99,7 @@ pub(crate) fn render_case(
         tmax_s: vec![0.0; n_vox],
         ct_hu: vec![0.0; n_vox],
         lesion_site: patient.lesions.first().map(|l| (l.hemisphere, l.territory)),
+        n_lesions: patient.lesions.len(),
         lesion_volume_ml: 0.0,
         core_volume_ml: 0.0,
         hypoperfused_volume_ml: 0.0,

@@ -60,6 +60,9 @@ pub const TEMPLATE_SHA256: [(&str, &str); 2] = [
     ),
 ];
 
+/// Environment variable naming the template folder when no `--template-dir` is given.
+pub const TEMPLATE_DIR_ENV: &str = "STROKESEG_TEMPLATE_DIR";
+
 /// Radius of the closing that turns the brain into its envelope (smooth like the inner
 /// table of the skull: sulci, fissures and cisterns filled), mm.
 pub const CLOSING_RADIUS_MM: f64 = 15.0;
@@ -102,7 +105,13 @@ impl BrainTemplate {
     pub fn load(dir: &Path) -> Result<BrainTemplate, IoError> {
         for (name, sha) in TEMPLATE_SHA256 {
             let path = dir.join(name);
-            let bytes = std::fs::read(&path).map_err(|e| IoError::io(&path, e))?;
+            let bytes = std::fs::read(&path).map_err(|e| IoError::Dataset {
+                path: path.clone(),
+                reason: format!(
+                    "cannot read the brain template ({e}); `cargo xtask setup-templates` \
+                     installs it into .cache/templates/icbm152_2009a"
+                ),
+            })?;
             let got = sha256_hex(&bytes);
             if got != sha {
                 return Err(IoError::Dataset {
@@ -151,7 +160,8 @@ impl BrainTemplate {
 
     /// The template of `dir`, loaded once per process and shared.
     pub fn cached(dir: &Path) -> Result<Arc<BrainTemplate>, IoError> {
-        static CACHE: OnceLock<Mutex<Vec<(PathBuf, Arc<BrainTemplate>)>>> = OnceLock::new();
+        type Loaded = Vec<(PathBuf, Arc<BrainTemplate>)>;
+        static CACHE: OnceLock<Mutex<Loaded>> = OnceLock::new();
         let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
         let mut entries = cache
             .lock()
@@ -416,6 +426,25 @@ impl TemplateHead {
 
     /// Classifies the head point `p` (mm).
     pub(crate) fn sample(&self, p: [f64; 3]) -> AnatomySample {
+        let outside_at = |tissue, x: f64| AnatomySample {
+            tissue,
+            intracranial: false,
+            hemisphere: if x >= 0.0 {
+                Hemisphere::Right
+            } else {
+                Hemisphere::Left
+            },
+            territory: Territory::Mca,
+            leukoaraiosis: false,
+        };
+        // Quick reject without the deformation fields: the displacement moves a point by at
+        // most 3 × 2.5 σ, the ventricular pull only draws points inwards.
+        let rigid: [f64; 3] = [0, 1, 2].map(|k| CENTRE_MNI_MM[k] + p[k] / self.scale[k]);
+        let slack_mm = 7.5 * self.displacement_mm + 2.0;
+        let head_mm = self.subarachnoid_mm + 1.6 * self.skull_mm + self.scalp_mm;
+        if self.template.at(rigid).envelope_mm * self.scale[1] > head_mm + slack_mm {
+            return outside_at(Tissue::Air, rigid[0]);
+        }
         let q = self.to_template(p);
         let t = self.template.at(q);
         let hemisphere = if q[0] >= 0.0 {
@@ -423,13 +452,7 @@ impl TemplateHead {
         } else {
             Hemisphere::Left
         };
-        let outside = |tissue| AnatomySample {
-            tissue,
-            intracranial: false,
-            hemisphere,
-            territory: Territory::Mca,
-            leukoaraiosis: false,
-        };
+        let outside = |tissue| outside_at(tissue, q[0]);
         // Distances out of the envelope, in head millimetres (the scale is near 1).
         let out_mm = t.envelope_mm * self.scale[1];
         if out_mm > self.subarachnoid_mm {
@@ -507,7 +530,7 @@ impl TemplateHead {
             };
         }
         // Occipital lobe, and the inferior temporal lobe further forward below z = 0.
-        let pca_front = -64.0 + 0.9 * (-z).max(0.0).min(30.0) + 6.0 * self.pca_border.at(p);
+        let pca_front = -64.0 + 0.9 * (-z).clamp(0.0, 30.0) + 6.0 * self.pca_border.at(p);
         if y < pca_front {
             return Territory::Pca;
         }
@@ -559,7 +582,7 @@ mod tests {
                 (v / (dims[0] * dims[1])) as f32,
             ]
         };
-        for v in 0..n {
+        for (v, &got) in d.iter().enumerate() {
             let c = coords(v);
             let brute = (0..n)
                 .filter(|&u| feature[u])
@@ -568,7 +591,7 @@ mod tests {
                     (0..3).map(|a| (c[a] - o[a]) * (c[a] - o[a])).sum::<f32>()
                 })
                 .fold(1e20f32, f32::min);
-            assert_eq!(d[v], brute, "voxel {v}");
+            assert_eq!(got, brute, "voxel {v}");
         }
     }
 

@@ -201,6 +201,15 @@ pub fn summary_json(summary: &DatasetSummary, opts: &DatasetOptions) -> Value {
             "cbf_gain_range": [opts.cbf_gain_range.0, opts.cbf_gain_range.1],
             "cbv_gain_range": [opts.cbv_gain_range.0, opts.cbv_gain_range.1],
             "first_file_id": opts.first_file_id,
+            "anatomy": {
+                "template_fraction": opts.anatomy.template_fraction,
+                "template": if opts.anatomy.template_fraction > 0.0 {
+                    "ICBM 2009a nonlinear symmetric (nilearn 0.14.1)"
+                } else {
+                    "none"
+                },
+            },
+            "realism": serde_json::to_value(opts.realism).unwrap_or(Value::Null),
         },
         "cases": summary.cases.iter().map(case_json).collect::<Vec<_>>(),
     })
@@ -212,6 +221,8 @@ pub fn summary_json(summary: &DatasetSummary, opts: &DatasetOptions) -> Value {
 /// replaced; a folder with other `case_N` folders is refused.
 pub fn write_dataset(out_dir: &Path, opts: &DatasetOptions) -> Result<DatasetSummary, IoError> {
     let opts = opts.sanitized();
+    // A missing brain template is refused before anything is written.
+    super::model::template_of(&opts)?;
     prepare_out_dir(out_dir)?;
     // Remove the old summary first: a crash mid-way must not leave a stale one behind.
     let truth_path = out_dir.join(TRUTH_FILE);

@@ -12,7 +12,7 @@ use strokeseg_shared::modality::Modality;
 
 /// `.cache/templates/icbm152_2009a` of this workspace, or `STROKESEG_TEMPLATE_DIR`.
 fn template_dir() -> PathBuf {
-    let dir = std::env::var_os("STROKESEG_TEMPLATE_DIR").map_or_else(
+    let dir = std::env::var_os(strokeseg_phantom::TEMPLATE_DIR_ENV).map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/templates/icbm152_2009a"),
         PathBuf::from,
     );
