@@ -147,7 +147,7 @@ impl BrainTemplate {
             .zip(&wm)
             .map(|(&g, &w)| u16::from(g) + u16::from(w) > 127)
             .collect();
-        let envelope_mm = envelope_distance_mm(&brain, dims, spacing_mm);
+        let envelope_mm = envelope_distance_mm(&brain, dims, spacing_mm, CLOSING_RADIUS_MM);
         Ok(BrainTemplate {
             dims,
             origin_mm: [affine[0][3], affine[1][3], affine[2][3]],
@@ -230,10 +230,15 @@ fn read_u8(path: &Path) -> Result<(Vec<u8>, [usize; 3], strokeseg_io::Affine), I
     Ok((out, dims, affine))
 }
 
-/// Signed distance (mm, negative inside) to the surface of the brain closed with a
-/// [`CLOSING_RADIUS_MM`] ball.
-fn envelope_distance_mm(brain: &[bool], dims: [usize; 3], spacing_mm: f64) -> Vec<f32> {
-    let r_vox = CLOSING_RADIUS_MM / spacing_mm;
+/// Signed distance (mm, negative inside) to the surface of the brain closed with a ball of
+/// `closing_radius_mm`.
+fn envelope_distance_mm(
+    brain: &[bool],
+    dims: [usize; 3],
+    spacing_mm: f64,
+    closing_radius_mm: f64,
+) -> Vec<f32> {
+    let r_vox = closing_radius_mm / spacing_mm;
     let r2 = (r_vox * r_vox) as f32;
     // Dilate (distance to the brain ≤ r), then erode (distance to the outside > r).
     let to_brain = squared_edt(brain, dims);
@@ -609,7 +614,7 @@ mod tests {
                 }
             }
         }
-        let d = envelope_distance_mm(&brain, dims, 1.0);
+        let d = envelope_distance_mm(&brain, dims, 1.0, 5.0);
         let at = |x: usize, y: usize, z: usize| d[z * 1600 + y * 40 + x];
         assert!(at(19, 25, 20) < 0.0, "the slit is inside the envelope");
         assert!(at(20, 20, 20) < -8.0, "the centre is deep inside");
