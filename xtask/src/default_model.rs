@@ -7,9 +7,11 @@
 //!    phantom's `patients.csv`), the settings in [`TRAIN_ARGS`];
 //! 3. export of the *last* checkpoint (the held-out fold never picks it) to `models/default/`:
 //!    `model.onnx`, `model.int8.onnx` (calibrated on training cases only), `SHA256SUMS`;
-//! 4. the held-out cases segmented by the edge runtime (release build, tract) with the fp32
-//!    model, the int8 model and the threshold rule, each scored by `strokeseg-train evaluate`
-//!    into `models/default/evaluation/{fp32,int8,threshold}.{md,json}`.
+//! 4. the held-out cases segmented by the edge runtime (tract) with the fp32 model, the int8
+//!    model and the threshold rule, each scored by `strokeseg-train evaluate` into
+//!    `models/default/evaluation/{fp32,int8,threshold}.{md,json}`;
+//! 5. the same three on the phantom families of [`crate::model_eval::SETS`], the
+//!    out-of-family `holdout` set first, into `models/default/evaluation/families/`.
 //!
 //! On the CPU a run is a pure function of its seeds for a given machine and thread count; the
 //! figures of another machine may differ in the last digits. `--reuse-run` skips steps 1–2 when
@@ -21,12 +23,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{libtorch, process};
+use crate::process;
 
 /// Phantom cases (slabs) generated for training and validation.
 pub const PHANTOM_CASES: &str = "200";
 /// Seed of the phantom dataset (the README's demo uses another seed, 2018: unseen data).
 pub const PHANTOM_SEED: &str = "2026";
+/// The phantom family trained on: heads on the brain template with hospital variation
+/// (judged on the procedural `holdout` family it never sees).
+pub const PHANTOM_FAMILY: &str = "hospitals";
 /// Training settings of the shipped model.
 pub const TRAIN_ARGS: &[&str] = &[
     "--fold",
@@ -36,7 +41,7 @@ pub const TRAIN_ARGS: &[&str] = &[
     "--loss",
     "hybrid",
     "--epochs",
-    "20",
+    "24",
     "--warmup-epochs",
     "2",
     "--batch-size",
@@ -63,7 +68,7 @@ pub const TRAIN_ARGS: &[&str] = &[
 /// The shipped model's folder, relative to the repo root.
 const MODEL_DIR: &str = "models/default";
 /// Model version written into the metadata.
-const MODEL_VERSION: &str = "1.0.0";
+const MODEL_VERSION: &str = "2.0.0";
 
 /// `cargo xtask default-model [--work DIR] [--reuse-run]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -83,21 +88,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let work = std::path::absolute(&work)
         .with_context(|| format!("could not resolve {}", work.display()))?;
     let started = Instant::now();
-    libtorch::setup(root)?;
-    process::run(
-        root,
-        "cargo",
-        &[
-            "build",
-            "-p",
-            "strokeseg-trainer",
-            "--bin",
-            "strokeseg-train",
-        ],
-    )?;
-    let target = crate::cross::target_dir(root);
-    let train = target.join("debug").join("strokeseg-train");
-    let train = train.to_string_lossy();
+    let (train_bin, _) = crate::model_eval::build_tools(root)?;
+    let train = train_bin.to_string_lossy();
+    let template_dir = root.join(crate::templates::TEMPLATE_DIR);
     let data = work.join("data");
     let run_dir = work.join("run");
     let s = |p: &Path| p.to_string_lossy().into_owned();
@@ -130,6 +123,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 PHANTOM_CASES,
                 "--seed",
                 PHANTOM_SEED,
+                "--family",
+                PHANTOM_FAMILY,
+                "--template-dir",
+                &s(&template_dir),
             ],
         )?;
         let mut args = vec![
@@ -162,21 +159,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "--int8",
         ],
     )?;
-    // Built after the export: the edge binary embeds models/default/model.onnx.
-    process::run(
-        root,
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "-p",
-            "strokeseg-edge",
-            "--bin",
-            "strokeseg-edge",
-        ],
-    )?;
-    let edge = target.join("release").join("strokeseg-edge");
-    let edge = edge.to_string_lossy();
+    // Built after the export: the edge binary embeds models/default/model.onnx (the dev
+    // profile builds tract optimised; the workspace-wide build reuses the warm target).
+    let (_, edge_bin) = crate::model_eval::build_tools(root)?;
+    let edge = edge_bin.to_string_lossy();
     let val_cases = held_out_cases(&run_dir)?;
     let eval_dir = model_dir.join("evaluation");
     fs::create_dir_all(&eval_dir)
@@ -242,6 +228,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             })?;
         }
     }
+    crate::model_eval::evaluate(
+        root,
+        &train_bin,
+        &edge_bin,
+        &model_dir.join("model.onnx"),
+        &model_dir.join("model.int8.onnx"),
+        &work.join("families"),
+        &eval_dir.join("families"),
+    )?;
     println!(
         "default-model: {} rewritten in {:.0} s; update the figures in {MODEL_DIR}/MODEL_CARD.md from {}",
         model_dir.display(),

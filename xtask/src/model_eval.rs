@@ -106,7 +106,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     let int8 = int8.unwrap_or_else(|| model.with_file_name("model.int8.onnx"));
-    let out = out.unwrap_or_else(|| work.join("report"));
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let (model, int8, work) = (absolute(model), absolute(int8), absolute(work));
+    let out = absolute(out.unwrap_or_else(|| work.join("report")));
     let (train, edge) = build_tools(root)?;
     evaluate(root, &train, &edge, &model, &int8, &work, &out)?;
     Ok(())
@@ -192,15 +194,21 @@ pub fn evaluate(
                 timer.elapsed().as_secs_f64()
             );
             let report = out.join(format!("{}-{}", set.name, method.name));
+            // Inside the work folder with relative paths, so the per-case CSVs name
+            // `data-…/case_N/…` and `pred-…/case_N/…`, not this machine's folders.
+            let rel = |p: &Path| {
+                p.strip_prefix(work)
+                    .map_or_else(|_| s(p), |r| r.to_string_lossy().into_owned())
+            };
             process::run(
-                root,
+                work,
                 &s(train),
                 &[
                     "evaluate",
                     "--pred",
-                    &s(&pred),
+                    &rel(&pred),
                     "--truth",
-                    &s(&data),
+                    &rel(&data),
                     "--out",
                     &s(&report),
                 ],
