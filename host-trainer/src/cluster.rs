@@ -218,8 +218,10 @@ fn task_table(job: &JobArray, comment: &str) -> String {
 /// The sbatch script of `job`: a job array `--array=0-(N-1)`, one task per (setting, fold),
 /// per-task logs in `RUN/slurm/task-<array job>_<task>.log` (appended to across requeues),
 /// `--requeue` and `--signal=USR1@S`. The trainer saves a checkpoint and exits
-/// [`EXIT_STOPPED`] on SIGUSR1 (time limit near) or SIGTERM (cancel, requeue, preemption);
-/// the script then requeues the task, which resumes bit-exactly from the checkpoint. The
+/// [`EXIT_STOPPED`] on SIGUSR1 (time limit near) or SIGTERM (scancel, requeue, preemption);
+/// after SIGUSR1 the script requeues the task itself, after SIGTERM it leaves the task to
+/// SLURM (requeued, or cancelled for good). A requeued task resumes bit-exactly from the
+/// checkpoint. The
 /// first task to start submits the merge job (`--dependency=afterok:<array job>`, once per
 /// array job: an atomic `mkdir` guards it), which runs `cv --merge RUN` after every task
 /// succeeded. Submit with `sbatch FILE`; `RUN/slurm/` must exist (the CLI creates it).
@@ -302,8 +304,9 @@ pub fn slurm_script(job: &JobArray, options: &SlurmOptions) -> Result<String, Em
         "# strokeseg-train {}: {} settings x {} folds = {n_tasks} tasks as one SLURM job array.\n\
          # Submit: sbatch THIS_FILE. Task logs: {logs}/task-<job>_<task>.log.\n\
          # The first task to start submits the merge job (afterok: it runs `cv --merge` once every\n\
-         # task succeeded). A task stopped by SIGUSR1 (--signal, time limit near) or SIGTERM saves a\n\
-         # checkpoint, exits {EXIT_STOPPED} and is requeued; it resumes from the checkpoint.\n\
+         # task succeeded). SIGUSR1 (--signal, time limit near) or SIGTERM (scancel, requeue) makes\n\
+         # the trainer save a checkpoint and exit {EXIT_STOPPED}; after SIGUSR1 the task requeues itself,\n\
+         # and a requeued task resumes from its checkpoint.\n\
          # Task id -> (setting, fold): setting = id / {folds}, fold = id % {folds}\n",
         env!("CARGO_PKG_VERSION"),
         job.plan.n_settings(),
@@ -332,14 +335,17 @@ if mkdir "$MARK" 2>/dev/null; then
         || {{ echo "task $TASK: could not submit the merge job" >&2; rmdir "$MARK"; }}
 fi
 
-# SIGTERM (cancel, requeue, preemption) reaches the trainer through srun; this shell waits
-# for it to save its checkpoint instead of dying first.
-trap 'echo "task $TASK: SIGTERM, the trainer saves a checkpoint"' TERM
+# SIGTERM (scancel, scontrol requeue, preemption) reaches the trainer through srun, which
+# saves a checkpoint; this shell waits for it instead of dying first, and leaves the task to
+# SLURM: requeued by SLURM, or cancelled for good. SIGUSR1 (--signal, the time limit is near)
+# reaches only the trainer: after it, this shell requeues the task itself.
+GOT_TERM=0
+trap 'GOT_TERM=1; echo "task $TASK: SIGTERM, the trainer saves a checkpoint"' TERM
 echo "task $TASK of array $SLURM_ARRAY_JOB_ID (job $SLURM_JOB_ID, restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname) at $(date -u +%FT%TZ)"
 srun {task}
 status=$?
-if [ "$status" -eq {EXIT_STOPPED} ]; then
-    echo "task $TASK: stopped with a checkpoint; requeueing"
+if [ "$status" -eq {EXIT_STOPPED} ] && [ "$GOT_TERM" -eq 0 ]; then
+    echo "task $TASK: stopped by SIGUSR1 with a checkpoint; requeueing"
     scontrol requeue "$SLURM_JOB_ID" || true
 fi
 exit "$status"
@@ -533,7 +539,7 @@ mod tests {
             "#   task 5: setting 1 (loss=l1), fold 1\n",
             "--dependency=\"afterok:$SLURM_ARRAY_JOB_ID\"",
             "srun \"$TRAINER\" cv --resume --out \"$RUN\" --task \"$TASK\" '--device' 'auto' '--quiet'\n",
-            "if [ \"$status\" -eq 130 ]; then",
+            "if [ \"$status\" -eq 130 ] && [ \"$GOT_TERM\" -eq 0 ]; then",
         ] {
             assert!(script.contains(line), "no {line:?} in\n{script}");
         }
