@@ -32,7 +32,7 @@
 //! `[B, C, H, W]` temporaries on the device, `n_noisy · H · W` f32 on the host.
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::rng::Rng;
 
@@ -468,7 +468,7 @@ pub fn apply_intensity_ops(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     const H: i64 = 40;
     const W: i64 = 48;

@@ -298,7 +298,7 @@ mod tests {
         // Degenerate inputs: nothing, one area, one stratum.
         assert!(size_strata(&[], 3).is_empty());
         assert_eq!(size_strata(&with_area(&slices, |_| 7), 3).len(), 1);
-        assert_eq!(size_strata(&spread, 1), [slices.clone()]);
+        assert_eq!(size_strata(&spread, 1), [slices]);
     }
 
     #[test]
