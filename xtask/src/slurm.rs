@@ -80,6 +80,7 @@ fn setup(root: &Path, name: &str) -> Result<(Trainer, PathBuf, PathBuf)> {
     let target = crate::cross::target_dir(root);
     let trainer = target.join("debug").join("strokeseg-train");
     let work = target.join("tmp").join(name);
+    stop_stale_daemons(&work.join("cluster"));
     if work.exists() {
         fs::remove_dir_all(&work)
             .with_context(|| format!("could not remove {}", work.display()))?;
@@ -431,6 +432,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path) -> Result<Cluster> {
+        stop_stale_daemons(dir);
         if dir.exists() {
             fs::remove_dir_all(dir)?;
         }
@@ -662,6 +664,50 @@ impl Drop for Cluster {
             }
         }
         println!("slurm: daemons stopped");
+    }
+}
+
+/// Stops the daemons a previous run left in `dir` when it was killed before its cleanup
+/// (they would hold the ports): each by the pid in its pid file, and only when that process
+/// still is that daemon.
+fn stop_stale_daemons(dir: &Path) {
+    let conf = dir.join("slurm.conf");
+    let alive = |program: &str, pid_file: &Path| {
+        let pid = fs::read_to_string(pid_file).unwrap_or_default();
+        let comm = fs::read_to_string(format!("/proc/{}/comm", pid.trim())).unwrap_or_default();
+        comm.trim() == program
+    };
+    if conf.is_file() && alive("slurmctld", &dir.join("slurmctld.pid")) {
+        // Its jobs first: their step daemons outlive slurmd.
+        let scancel = Command::new("scancel")
+            .arg("--user=root")
+            .env("SLURM_CONF", &conf)
+            .status();
+        if scancel.is_ok_and(|s| s.success()) {
+            let _ = wait_for(Duration::from_secs(30), "the old jobs to end", || {
+                let out = Command::new("squeue")
+                    .arg("-h")
+                    .env("SLURM_CONF", &conf)
+                    .output()?;
+                Ok((out.status.success() && out.stdout.is_empty()).then_some(()))
+            });
+        }
+    }
+    for (program, pid_file) in [
+        ("slurmd", dir.join("slurmd.pid")),
+        ("slurmctld", dir.join("slurmctld.pid")),
+        ("munged", dir.join("munge").join("munged.pid")),
+    ] {
+        let Ok(pid) = fs::read_to_string(&pid_file) else {
+            continue;
+        };
+        let pid = pid.trim();
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == program {
+            println!("slurm: stopping {program} (pid {pid}) left by an earlier run");
+            let _ = Command::new("kill").args(["-TERM", pid]).status();
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 }
 
