@@ -76,8 +76,9 @@ enum Command {
     },
     /// Train one model: on one patient-grouped fold held out (--fold), or on every case.
     Train(Box<TrainArgs>),
-    /// Patient-grouped k-fold cross-validation (or a sweep of them): every fold in turn, or one
-    /// (--fold, --task), or a job array script (--emit); --merge summarises finished folds.
+    /// Patient-grouped k-fold cross-validation, or a sweep of them (training flags given a
+    /// comma-separated list: --loss hybrid,ce): every fold in turn, or one (--fold, --task), or
+    /// a job array script (--emit); --merge summarises finished folds.
     Cv(Box<CvArgs>),
     /// Export a run's checkpoint to ONNX (model.onnx; with --int8 also model.int8.onnx).
     Export(ExportArgs),
