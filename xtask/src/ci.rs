@@ -238,46 +238,13 @@ const ONNX_PACKAGES: &[&str] = &["onnx>=1.16", "onnxruntime>=1.18"];
 /// The venv's python with onnx and onnxruntime importable, installing them on first use;
 /// `None` (with the reason printed) when python, venv or pip can't provide them.
 fn onnx_python(root: &Path) -> Option<std::path::PathBuf> {
-    let python = root.join(ONNX_VENV).join("bin").join("python");
-    let importable = |python: &Path| {
-        process::output(
-            root,
-            &python.to_string_lossy(),
-            &["-c", "import onnx, onnxruntime"],
-        )
-        .is_some()
-    };
-    if importable(&python) {
-        return Some(python);
-    }
-    if process::output(root, "python3", &["--version"]).is_none() {
-        println!("onnx-check SKIPPED: no python3 on PATH to install onnx and onnxruntime with");
-        return None;
-    }
-    let venv = root.join(ONNX_VENV);
-    if let Err(err) = process::run(root, "python3", &["-m", "venv", &venv.to_string_lossy()]) {
-        println!("onnx-check SKIPPED: could not create {ONNX_VENV} ({err:#})");
-        return None;
-    }
-    let mut args = vec![
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-    ];
-    args.extend_from_slice(ONNX_PACKAGES);
-    if let Err(err) = process::run(root, &python.to_string_lossy(), &args) {
-        println!(
-            "onnx-check SKIPPED: pip could not install {} ({err:#})",
-            ONNX_PACKAGES.join(" ")
-        );
-        return None;
-    }
-    importable(&python).then_some(python).or_else(|| {
-        println!("onnx-check SKIPPED: onnx/onnxruntime installed but not importable");
-        None
-    })
+    process::python_venv(
+        root,
+        ONNX_VENV,
+        ONNX_PACKAGES,
+        "import onnx, onnxruntime",
+        "onnx-check",
+    )
 }
 
 /// Checks the fp32 and int8 models the trainer's `export_parity` test exported from a small

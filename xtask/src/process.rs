@@ -110,6 +110,61 @@ fn command_line<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
     line
 }
 
+/// The python of the venv `root/venv_dir` with `import_check` (a python statement such as
+/// `import onnx`) working, creating the venv and pip-installing `packages` on first use.
+/// `None`, with the reason printed as `<what> SKIPPED: …`, when python or pip cannot
+/// provide them (no python3, no network to PyPI).
+pub fn python_venv(
+    root: &Path,
+    venv_dir: &str,
+    packages: &[&str],
+    import_check: &str,
+    what: &str,
+) -> Option<std::path::PathBuf> {
+    let venv = root.join(venv_dir);
+    let python = venv.join("bin").join("python");
+    let python_s = python.to_string_lossy().into_owned();
+    let importable = || output(root, &python_s, &["-c", import_check]).is_some();
+    if importable() {
+        return Some(python);
+    }
+    if output(root, "python3", &["--version"]).is_none() {
+        println!(
+            "{what} SKIPPED: no python3 on PATH to install {} with",
+            packages.join(" ")
+        );
+        return None;
+    }
+    if let Err(err) = run(root, "python3", &["-m", "venv", &venv.to_string_lossy()]) {
+        println!("{what} SKIPPED: could not create {venv_dir} ({err:#})");
+        return None;
+    }
+    let mut args = vec![
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    args.extend_from_slice(packages);
+    if let Err(err) = run(root, &python_s, &args) {
+        println!(
+            "{what} SKIPPED: pip could not install {} ({err:#})",
+            packages.join(" ")
+        );
+        return None;
+    }
+    if importable() {
+        Some(python)
+    } else {
+        println!(
+            "{what} SKIPPED: {} installed but `{import_check}` fails",
+            packages.join(" ")
+        );
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

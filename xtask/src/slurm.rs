@@ -785,39 +785,13 @@ const K8S_PACKAGES: &[&str] = &["kubernetes-validate==1.37.0"];
 /// The venv's python with kubernetes_validate importable, installing it on first use; `None`
 /// (with the reason printed) when python or pip cannot provide it.
 fn k8s_python(root: &Path) -> Option<PathBuf> {
-    let python = root.join(K8S_VENV).join("bin").join("python");
-    let importable = |python: &Path| {
-        process::output(
-            root,
-            &s(python),
-            &["-c", "import kubernetes_validate, yaml"],
-        )
-        .is_some()
-    };
-    if importable(&python) {
-        return Some(python);
-    }
-    let venv = root.join(K8S_VENV);
-    if let Err(err) = process::run(root, "python3", &["-m", "venv", &s(&venv)]) {
-        println!("slurm: k8s schema check SKIPPED: could not create {K8S_VENV} ({err:#})");
-        return None;
-    }
-    let mut args = vec![
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-    ];
-    args.extend_from_slice(K8S_PACKAGES);
-    if let Err(err) = process::run(root, &s(&python), &args) {
-        println!(
-            "slurm: k8s schema check SKIPPED: pip could not install {} ({err:#})",
-            K8S_PACKAGES.join(" ")
-        );
-        return None;
-    }
-    importable(&python).then_some(python)
+    process::python_venv(
+        root,
+        K8S_VENV,
+        K8S_PACKAGES,
+        "import kubernetes_validate, yaml",
+        "slurm: k8s schema check",
+    )
 }
 
 /// Emits the Indexed Job of a 2-setting sweep and checks it against the Job schema.

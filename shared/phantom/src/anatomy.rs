@@ -265,7 +265,7 @@ pub(crate) struct Anatomy {
 }
 
 /// `true` with probability `p` for the cell `(a, b, c)`: a 3D-consistent sparse pattern.
-fn cell_chance(seed: u64, a: i64, b: i64, c: i64, p: f64) -> bool {
+pub(crate) fn cell_chance(seed: u64, a: i64, b: i64, c: i64, p: f64) -> bool {
     let h = splitmix64(seed ^ splitmix64(a as u64 ^ splitmix64(b as u64 ^ splitmix64(c as u64))));
     ((h >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
 }

@@ -38,9 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use strokeseg_io::{IoError, NiftiVolumeReader, sha256_hex};
-use strokeseg_shared::rng::{Rng, splitmix64};
+use strokeseg_shared::rng::Rng;
 
-use super::anatomy::{AnatomySample, Hemisphere, Territory, Tissue};
+use super::anatomy::{AnatomySample, Hemisphere, Territory, Tissue, cell_chance};
 use super::field::SmoothField;
 
 /// Grey-matter probability map (uint8, 0–255), as `nilearn` 0.14 ships it.
@@ -328,12 +328,6 @@ fn edt_1d(f: &[f32], out: &mut [f32], v: &mut [usize], z: &mut [f32]) {
         let d = q as f32 - v[k] as f32;
         *slot = d * d + f[v[k]];
     }
-}
-
-/// `true` with probability `p` for the cell `(a, b, c)`: a 3D-consistent sparse pattern.
-fn cell_chance(seed: u64, a: i64, b: i64, c: i64, p: f64) -> bool {
-    let h = splitmix64(seed ^ splitmix64(a as u64 ^ splitmix64(b as u64 ^ splitmix64(c as u64))));
-    ((h >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
 }
 
 /// One patient's head built on the template.
