@@ -2,22 +2,11 @@
 //! vendor appearance and confounders. Each is deterministic per seed, keeps the ISLES
 //! datatypes, and changes only what it says it changes.
 
-use std::path::PathBuf;
+mod common;
+
+use common::template_dir;
 
 use strokeseg_phantom::{AnatomySource, DatasetOptions, Realism, generate_case};
-
-fn template_dir() -> PathBuf {
-    let dir = std::env::var_os(strokeseg_phantom::TEMPLATE_DIR_ENV).map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/templates/icbm152_2009a"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.is_dir(),
-        "the brain template is missing at {}: run `cargo xtask setup-templates`",
-        dir.display()
-    );
-    dir
-}
 
 fn hospitals(n_cases: usize, seed: u64) -> DatasetOptions {
     DatasetOptions {

@@ -2,27 +2,15 @@
 //! like a brain (tissue mix, hemispheres, territories). Needs the template that `cargo xtask
 //! setup-templates` installs (CI runs it before the tests).
 
-use std::path::PathBuf;
+mod common;
+
+use common::template_dir;
 
 use strokeseg_io::{Dataset, NiftiVolumeReader, PatientGrouping};
 use strokeseg_phantom::{
     AnatomySource, DatasetOptions, Tissue, generate_case, isles_dtype, write_dataset,
 };
 use strokeseg_shared::modality::Modality;
-
-/// `.cache/templates/icbm152_2009a` of this workspace, or `STROKESEG_TEMPLATE_DIR`.
-fn template_dir() -> PathBuf {
-    let dir = std::env::var_os(strokeseg_phantom::TEMPLATE_DIR_ENV).map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/templates/icbm152_2009a"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.is_dir(),
-        "the brain template is missing at {}: run `cargo xtask setup-templates`",
-        dir.display()
-    );
-    dir
-}
 
 fn template_opts(n_cases: usize, seed: u64) -> DatasetOptions {
     DatasetOptions {
