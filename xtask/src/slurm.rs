@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{libtorch, process};
+use crate::process;
 
 /// slurmctld's port (not the default 6817, so a site's own daemons are left alone).
 const CTLD_PORT: &str = "16817";
@@ -61,24 +61,14 @@ const PHANTOM_CASES: &str = "12";
 /// How long the array may take before the step fails.
 const ARRAY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Installs SLURM if needed, builds `strokeseg-train`, empties `target/tmp/<name>` and writes
+/// Installs SLURM if needed, builds `strokeseg-train` (with the workspace's tests), empties `target/tmp/<name>` and writes
 /// the phantom there: the trainer, the work folder and the dataset.
 fn setup(root: &Path, name: &str) -> Result<(Trainer, PathBuf, PathBuf)> {
     ensure_slurm_installed(root)?;
-    libtorch::setup(root)?;
-    process::run(
-        root,
-        "cargo",
-        &[
-            "build",
-            "-p",
-            "strokeseg-trainer",
-            "--bin",
-            "strokeseg-train",
-        ],
-    )?;
+    // The workspace-wide test build, as the CI's test step left it: building the trainer
+    // package alone resolves other features and recompiles tract (minutes here).
+    let (trainer, _) = crate::model_eval::build_tools(root)?;
     let target = crate::cross::target_dir(root);
-    let trainer = target.join("debug").join("strokeseg-train");
     let work = target.join("tmp").join(name);
     stop_stale_daemons(&work.join("cluster"));
     if work.exists() {
