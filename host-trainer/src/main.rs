@@ -693,7 +693,7 @@ fn run_phantom(args: &PhantomArgs) -> Result<()> {
     }
     let template_dir = args.template_dir.clone().unwrap_or_else(|| {
         std::env::var_os(strokeseg_phantom::TEMPLATE_DIR_ENV).map_or_else(
-            || PathBuf::from(".cache/templates/icbm152_2009a"),
+            || PathBuf::from(strokeseg_phantom::TEMPLATE_DIR),
             PathBuf::from,
         )
     });

@@ -229,15 +229,25 @@ pub fn evaluate(
         }
     }
     let markdown = report_markdown(&scores, &agreements, model);
-    fs::write(out.join("model_eval.md"), &markdown)
-        .with_context(|| format!("could not write {}", out.join("model_eval.md").display()))?;
-    let json =
-        serde_json::json!({ "model": s(model), "scores": scores, "int8_agreement": agreements });
-    fs::write(
-        out.join("model_eval.json"),
-        serde_json::to_string_pretty(&json).context("model_eval.json")?,
-    )
-    .with_context(|| format!("could not write {}", out.join("model_eval.json").display()))?;
+    let write = |name: &str, text: &str| {
+        let path = out.join(name);
+        strokeseg_io::atomic::write_atomically(&path, text.as_bytes())
+            .with_context(|| format!("could not write {}", path.display()))
+    };
+    write("model_eval.md", &markdown)?;
+    // The file name only: the shipped report must not carry this machine's folders.
+    let model_name = model
+        .file_name()
+        .map_or_else(|| s(model), |n| n.to_string_lossy().into_owned());
+    let json = serde_json::json!({
+        "model": model_name,
+        "scores": scores,
+        "int8_agreement": agreements,
+    });
+    write(
+        "model_eval.json",
+        &serde_json::to_string_pretty(&json).context("model_eval.json")?,
+    )?;
     println!("{markdown}");
     println!(
         "evaluate-model: done in {:.0} s; reports in {}",

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::libtorch::{WHEELS_DIR, Wheel, download_wheels, unpack_wheel};
+use crate::libtorch::{WHEELS_DIR, Wheel, download_wheels, remove_dir_if_exists, unpack_wheel};
 
 /// Where the template goes, relative to the repo root (git-ignored).
-pub const TEMPLATE_DIR: &str = ".cache/templates/icbm152_2009a";
+pub const TEMPLATE_DIR: &str = strokeseg_phantom::TEMPLATE_DIR;
 
 /// File names inside the template folder and their SHA-256: the phantom's own list.
 const FILES: [(&str, &str); 2] = strokeseg_phantom::template::TEMPLATE_SHA256;
@@ -46,10 +46,7 @@ pub fn setup(root: &Path) -> Result<PathBuf> {
     let wheels_dir = root.join(WHEELS_DIR);
     download_wheels(root, &wheels_dir, &[NILEARN])?;
     let staging = target.with_extension("partial");
-    if staging.exists() {
-        fs::remove_dir_all(&staging)
-            .with_context(|| format!("could not remove {}", staging.display()))?;
-    }
+    remove_dir_if_exists(&staging)?;
     fs::create_dir_all(&staging)
         .with_context(|| format!("could not create {}", staging.display()))?;
     unpack_wheel(
@@ -63,10 +60,7 @@ pub fn setup(root: &Path) -> Result<PathBuf> {
             NILEARN.file_name
         );
     }
-    if target.exists() {
-        fs::remove_dir_all(&target)
-            .with_context(|| format!("could not remove {}", target.display()))?;
-    }
+    remove_dir_if_exists(&target)?;
     fs::rename(&staging, &target).with_context(|| {
         format!(
             "could not move {} to {}",

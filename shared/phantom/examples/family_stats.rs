@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use strokeseg_phantom::{DatasetOptions, Family, TEMPLATE_DIR_ENV, generate_case};
+use strokeseg_phantom::{DatasetOptions, Family, TEMPLATE_DIR, TEMPLATE_DIR_ENV, generate_case};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,7 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n_cases: usize = args.get(1).map_or(Ok(30), |v| v.parse())?;
     let seed: u64 = args.get(2).map_or(Ok(77), |v| v.parse())?;
     let template = std::env::var_os(TEMPLATE_DIR_ENV).map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/templates/icbm152_2009a"),
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(TEMPLATE_DIR)
+        },
         PathBuf::from,
     );
     let opts = DatasetOptions {

@@ -144,7 +144,7 @@ pub use anatomy::{Hemisphere, Territory, Tissue};
 pub use lesion::{CORE_RELATIVE_CBF, PENUMBRA_TMAX_S, Zone};
 pub use perfusion::Bolus;
 pub use template::BrainTemplate;
-pub use template::TEMPLATE_DIR_ENV;
+pub use template::{TEMPLATE_DIR, TEMPLATE_DIR_ENV};
 pub use write::{
     FILE_IDS_PER_CASE, PATIENTS_FILE, TRUTH_FILE, summary_json, write_case, write_dataset,
 };

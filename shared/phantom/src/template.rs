@@ -60,6 +60,10 @@ pub const TEMPLATE_SHA256: [(&str, &str); 2] = [
     ),
 ];
 
+/// Where `cargo xtask setup-templates` installs the template, relative to the workspace root
+/// (the trainer's default, relative to its working folder).
+pub const TEMPLATE_DIR: &str = ".cache/templates/icbm152_2009a";
+
 /// Environment variable naming the template folder when no `--template-dir` is given.
 pub const TEMPLATE_DIR_ENV: &str = "STROKESEG_TEMPLATE_DIR";
 
@@ -109,7 +113,7 @@ impl BrainTemplate {
                 path: path.clone(),
                 reason: format!(
                     "cannot read the brain template ({e}); `cargo xtask setup-templates` \
-                     installs it into .cache/templates/icbm152_2009a"
+                     installs it into {TEMPLATE_DIR}"
                 ),
             })?;
             let got = sha256_hex(&bytes);

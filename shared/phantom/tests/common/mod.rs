@@ -6,7 +6,11 @@ use std::path::PathBuf;
 /// the test with the fix when it is missing.
 pub fn template_dir() -> PathBuf {
     let dir = std::env::var_os(strokeseg_phantom::TEMPLATE_DIR_ENV).map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/templates/icbm152_2009a"),
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(strokeseg_phantom::TEMPLATE_DIR)
+        },
         PathBuf::from,
     );
     assert!(
