@@ -118,6 +118,33 @@ const STEPS: &[Step] = &[
     },
 ];
 
+/// What a fresh clone's full run needs on the repository's filesystem (target folder, libtorch,
+/// the wheels, QEMU sysroots), with some margin.
+const DISK_NEEDED_GIB: u64 = 20;
+
+/// Prints the free space beside the repository and warns when a full run may not fit; a run
+/// that runs out of disk fails deep inside pip or the linker, so say it up front.
+fn report_free_disk(root: &Path) {
+    let Some(text) = process::output(root, "df", &["-Pk", "."]) else {
+        return;
+    };
+    let free_kib = text
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|field| field.parse::<u64>().ok());
+    if let Some(free_kib) = free_kib {
+        let free_gib = free_kib / (1024 * 1024);
+        println!("disk: {free_gib} GiB free beside {}", root.display());
+        if free_gib < DISK_NEEDED_GIB {
+            println!(
+                "WARNING: a fresh clone's full run needs about {DISK_NEEDED_GIB} GiB; \
+                 free some space if a step fails with \"No space left on device\""
+            );
+        }
+    }
+}
+
 /// Runs the steps named in `args` (all when none), or lists them for `--list`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.iter().any(|arg| arg == "--list") {
@@ -127,6 +154,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         return Ok(());
     }
     let selected = select(args)?;
+    report_free_disk(root);
     let mut timings: Vec<(&str, Duration)> = Vec::new();
     for step in selected {
         println!("\n==> {} ({})", step.name, step.about);

@@ -238,9 +238,18 @@ pub(crate) fn download_wheels(root: &Path, wheels_dir: &Path, wheels: &[Wheel]) 
     }
     write(&requirements, &text)?;
 
-    let mut args: Vec<String> = ["-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        .map(String::from)
-        .to_vec();
+    // `--no-cache-dir`: pip's HTTP cache would buffer each 0.5 GB wheel in a temporary file
+    // and keep a second copy in ~/.cache/pip (CI once ran out of disk there).
+    let mut args: Vec<String> = [
+        "-m",
+        "pip",
+        "download",
+        "--no-cache-dir",
+        "--no-deps",
+        "--only-binary=:all:",
+    ]
+    .map(String::from)
+    .to_vec();
     for platform in PIP_PLATFORMS {
         args.extend(["--platform".into(), (*platform).into()]);
     }
