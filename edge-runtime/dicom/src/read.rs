@@ -1,0 +1,887 @@
+//! Received instances → series → a study the segmenter reads: headers (read up to the pixel
+//! data), validation of the pixel module, grouping by Study/Series Instance UID,
+//! recognition (perfusion map, plain CT, raw dynamic CTP series), geometry (IPP/IOP, Pixel
+//! Spacing, slices sorted along the normal; tilt, uneven spacing, mixed orientations or
+//! sizes refused, naming the series) and, finally, the case folder of NIfTI volumes that
+//! `strokeseg_io::Study` opens like any other study: one study type for NIfTI and DICOM.
+//!
+//! Memory: one instance's pixel data at a time, whatever the series length.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use dicom_object::{OpenFileOptions, open_file};
+use strokeseg_io::{CaseFiles, Dtype, NiftiWriter};
+use strokeseg_shared::modality::Modality;
+
+use crate::attr::{Object, opt_f64s, opt_str, req_f64n, req_str, req_u32, strs_upper};
+use crate::geometry::{VolumeGeometry, cross, dot};
+use crate::write::StudyAttributes;
+use crate::{DicomError, RecognizerConfig};
+
+/// Bounds on an instance before anything sized by it is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceLimits {
+    /// Most rows or columns (CT: 512–1024).
+    pub max_rows_columns: u32,
+    /// Most frames in one instance.
+    pub max_frames: u32,
+    /// Largest instance file, bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for InstanceLimits {
+    fn default() -> Self {
+        InstanceLimits {
+            max_rows_columns: 4096,
+            max_frames: 4096,
+            max_file_bytes: 512 << 20,
+        }
+    }
+}
+
+/// What a reader needs of one instance, read without its pixel data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceHeader {
+    /// The file.
+    pub path: PathBuf,
+    /// SOP Class UID.
+    pub sop_class_uid: String,
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// Study Instance UID.
+    pub study_uid: String,
+    /// Series Instance UID.
+    pub series_uid: String,
+    /// Modality (`CT`, `OT`, …).
+    pub modality: String,
+    /// Series Description.
+    pub series_description: String,
+    /// Image Type values, upper case.
+    pub image_type: Vec<String>,
+    /// Derivation Description.
+    pub derivation: String,
+    /// Rows.
+    pub rows: u32,
+    /// Columns.
+    pub columns: u32,
+    /// Number of Frames (1 when absent).
+    pub n_frames: u32,
+    /// Samples per Pixel.
+    pub samples_per_pixel: u32,
+    /// Photometric Interpretation.
+    pub photometric: String,
+    /// Bits Allocated.
+    pub bits_allocated: u32,
+    /// Pixel Representation (0 unsigned, 1 signed).
+    pub signed: bool,
+    /// Image Position (Patient), LPS mm.
+    pub position_lps: Option<[f64; 3]>,
+    /// Image Orientation (Patient).
+    pub orientation: Option<[f64; 6]>,
+    /// Pixel Spacing `[between rows, between columns]`, mm.
+    pub pixel_spacing_mm: Option<[f64; 2]>,
+    /// Slice Thickness, mm.
+    pub slice_thickness_mm: Option<f64>,
+    /// Gantry/Detector Tilt, degrees.
+    pub gantry_tilt_deg: f64,
+    /// Rescale Slope (1 when absent).
+    pub rescale_slope: f64,
+    /// Rescale Intercept (0 when absent).
+    pub rescale_intercept: f64,
+    /// The time point of a dynamic series: Temporal Position Index, Temporal Position
+    /// Identifier, Acquisition Number, else Content or Acquisition Time (seconds of day).
+    pub temporal: Option<f64>,
+    /// Patient and study attributes.
+    pub study: StudyAttributes,
+}
+
+fn time_of_day_s(text: &str) -> Option<f64> {
+    let digits = text.split('.').next()?;
+    if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let part = |i: usize| {
+        digits
+            .get(i..i + 2)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let fraction = text
+        .split_once('.')
+        .and_then(|(_, f)| format!("0.{f}").parse::<f64>().ok())
+        .unwrap_or(0.0);
+    Some(part(0) * 3600.0 + part(2) * 60.0 + part(4) + fraction)
+}
+
+impl InstanceHeader {
+    /// Reads the header of the DICOM file `path` (stops before the pixel data).
+    pub fn read(path: &Path) -> Result<InstanceHeader, DicomError> {
+        let obj = OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(path)
+            .map_err(|e| DicomError::Parse {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        InstanceHeader::from_object(&obj, path)
+    }
+
+    /// The header of an already parsed object.
+    pub fn from_object(obj: &Object, path: &Path) -> Result<InstanceHeader, DicomError> {
+        let s = |tag| opt_str(obj, tag).unwrap_or_default();
+        let one = |tag, keyword| -> Result<Option<f64>, DicomError> {
+            Ok(opt_f64s(obj, tag, keyword, path)?.and_then(|v| v.first().copied()))
+        };
+        let temporal = match one(tags::TEMPORAL_POSITION_INDEX, "TemporalPositionIndex")? {
+            Some(v) => Some(v),
+            None => match one(
+                tags::TEMPORAL_POSITION_IDENTIFIER,
+                "TemporalPositionIdentifier",
+            )? {
+                Some(v) => Some(v),
+                None => match one(tags::ACQUISITION_NUMBER, "AcquisitionNumber")? {
+                    Some(v) => Some(v),
+                    None => opt_str(obj, tags::CONTENT_TIME)
+                        .or_else(|| opt_str(obj, tags::ACQUISITION_TIME))
+                        .and_then(|t| time_of_day_s(&t)),
+                },
+            },
+        };
+        let has = |tag| opt_str(obj, tag).is_some();
+        Ok(InstanceHeader {
+            path: path.to_path_buf(),
+            sop_class_uid: req_str(obj, tags::SOP_CLASS_UID, "SOPClassUID", path)?,
+            sop_instance_uid: req_str(obj, tags::SOP_INSTANCE_UID, "SOPInstanceUID", path)?,
+            study_uid: req_str(obj, tags::STUDY_INSTANCE_UID, "StudyInstanceUID", path)?,
+            series_uid: req_str(obj, tags::SERIES_INSTANCE_UID, "SeriesInstanceUID", path)?,
+            modality: s(tags::MODALITY),
+            series_description: s(tags::SERIES_DESCRIPTION),
+            image_type: strs_upper(obj, tags::IMAGE_TYPE),
+            derivation: s(tags::DERIVATION_DESCRIPTION),
+            rows: req_u32(obj, tags::ROWS, "Rows", path)?,
+            columns: req_u32(obj, tags::COLUMNS, "Columns", path)?,
+            n_frames: if has(tags::NUMBER_OF_FRAMES) {
+                req_u32(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", path)?
+            } else {
+                1
+            },
+            samples_per_pixel: req_u32(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel", path)?,
+            photometric: s(tags::PHOTOMETRIC_INTERPRETATION).to_ascii_uppercase(),
+            bits_allocated: req_u32(obj, tags::BITS_ALLOCATED, "BitsAllocated", path)?,
+            signed: req_u32(obj, tags::PIXEL_REPRESENTATION, "PixelRepresentation", path)? == 1,
+            position_lps: opt_f64s(
+                obj,
+                tags::IMAGE_POSITION_PATIENT,
+                "ImagePositionPatient",
+                path,
+            )?
+            .map(|_| {
+                req_f64n::<3>(
+                    obj,
+                    tags::IMAGE_POSITION_PATIENT,
+                    "ImagePositionPatient",
+                    path,
+                )
+            })
+            .transpose()?,
+            orientation: opt_f64s(
+                obj,
+                tags::IMAGE_ORIENTATION_PATIENT,
+                "ImageOrientationPatient",
+                path,
+            )?
+            .map(|_| {
+                req_f64n::<6>(
+                    obj,
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                    "ImageOrientationPatient",
+                    path,
+                )
+            })
+            .transpose()?,
+            pixel_spacing_mm: opt_f64s(obj, tags::PIXEL_SPACING, "PixelSpacing", path)?
+                .map(|_| req_f64n::<2>(obj, tags::PIXEL_SPACING, "PixelSpacing", path))
+                .transpose()?,
+            slice_thickness_mm: one(tags::SLICE_THICKNESS, "SliceThickness")?,
+            gantry_tilt_deg: one(tags::GANTRY_DETECTOR_TILT, "GantryDetectorTilt")?.unwrap_or(0.0),
+            rescale_slope: one(tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0),
+            rescale_intercept: one(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0),
+            temporal,
+            study: StudyAttributes::from_object(obj),
+        })
+    }
+
+    /// Checks the image pixel module against `limits`: rows and columns in
+    /// `1..=max_rows_columns`, Bits Allocated 8 or 16 (1 for a binary SEG), 1 or 3 samples
+    /// per pixel, a finite non-zero Rescale Slope.
+    pub fn check_pixel_module(&self, limits: &InstanceLimits) -> Result<(), DicomError> {
+        let bad = |attribute: &'static str, reason: String| DicomError::BadAttribute {
+            path: self.path.clone(),
+            attribute,
+            reason,
+        };
+        for (keyword, v) in [("Rows", self.rows), ("Columns", self.columns)] {
+            if v == 0 || v > limits.max_rows_columns {
+                return Err(bad(
+                    keyword,
+                    format!("{v}, must be 1..={}", limits.max_rows_columns),
+                ));
+            }
+        }
+        if self.n_frames == 0 || self.n_frames > limits.max_frames {
+            return Err(bad(
+                "NumberOfFrames",
+                format!("{}, must be 1..={}", self.n_frames, limits.max_frames),
+            ));
+        }
+        if !matches!(self.bits_allocated, 1 | 8 | 16) {
+            return Err(bad(
+                "BitsAllocated",
+                format!("{}, must be 1, 8 or 16", self.bits_allocated),
+            ));
+        }
+        if !matches!(self.samples_per_pixel, 1 | 3) {
+            return Err(bad(
+                "SamplesPerPixel",
+                format!("{}, must be 1 or 3", self.samples_per_pixel),
+            ));
+        }
+        if self.rescale_slope == 0.0 {
+            return Err(bad("RescaleSlope", "0".into()));
+        }
+        Ok(())
+    }
+
+    /// Bytes of native pixel data the header declares.
+    pub fn pixel_data_bytes(&self) -> u64 {
+        let bits = u64::from(self.rows)
+            * u64::from(self.columns)
+            * u64::from(self.samples_per_pixel)
+            * u64::from(self.n_frames)
+            * u64::from(self.bits_allocated);
+        bits.div_ceil(8)
+    }
+}
+
+/// Opens the whole instance `path` (pixel data included) and checks that it can be used:
+/// parseable to the end, required attributes present, pixel module within `limits`, pixel
+/// data present and as long as the header says. What the Storage SCP runs before it
+/// acknowledges an instance.
+pub fn validate_instance(
+    path: &Path,
+    limits: &InstanceLimits,
+) -> Result<InstanceHeader, DicomError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| DicomError::io(path, e))?
+        .len();
+    if size > limits.max_file_bytes {
+        return Err(DicomError::BadAttribute {
+            path: path.to_path_buf(),
+            attribute: "PixelData",
+            reason: format!(
+                "file of {size} bytes, at most {} accepted",
+                limits.max_file_bytes
+            ),
+        });
+    }
+    // Header first: the pixel module is checked before the pixel data is read.
+    let header = InstanceHeader::read(path)?;
+    header.check_pixel_module(limits)?;
+    let obj = open_file(path).map_err(|e| DicomError::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    pixel_bytes(&obj, &header)?;
+    Ok(header)
+}
+
+/// The native pixel data of `obj`, checked to hold at least what `header` declares.
+fn pixel_bytes<'a>(
+    obj: &'a Object,
+    header: &InstanceHeader,
+) -> Result<std::borrow::Cow<'a, [u8]>, DicomError> {
+    let bad = |reason: String| DicomError::BadAttribute {
+        path: header.path.clone(),
+        attribute: "PixelData",
+        reason,
+    };
+    let elem = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .ok_or_else(|| bad("missing".into()))?;
+    if elem.value().fragments().is_some() {
+        return Err(bad(
+            "encapsulated (compressed) pixel data is not decoded here".into(),
+        ));
+    }
+    let bytes = elem.to_bytes().map_err(|e| bad(e.to_string()))?;
+    let needed = header.pixel_data_bytes();
+    if (bytes.len() as u64) < needed {
+        return Err(bad(format!(
+            "{} bytes, {} rows × {} columns × {} frames × {} bits need {needed}",
+            bytes.len(),
+            header.rows,
+            header.columns,
+            header.n_frames,
+            header.bits_allocated
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Reads the single-frame grey-level image `header` into `out` (`rows × columns`
+/// values), Rescale Slope/Intercept applied.
+pub fn read_slice_f32(header: &InstanceHeader, out: &mut [f32]) -> Result<(), DicomError> {
+    let n = header.rows as usize * header.columns as usize;
+    if out.len() != n || header.samples_per_pixel != 1 || !matches!(header.bits_allocated, 8 | 16) {
+        return Err(DicomError::BadAttribute {
+            path: header.path.clone(),
+            attribute: "PixelData",
+            reason: format!(
+                "cannot read as one grey-level slice of {} values into {} ({} samples, {} bits)",
+                n,
+                out.len(),
+                header.samples_per_pixel,
+                header.bits_allocated
+            ),
+        });
+    }
+    let obj = open_file(&header.path).map_err(|e| DicomError::Parse {
+        path: header.path.clone(),
+        reason: e.to_string(),
+    })?;
+    let bytes = pixel_bytes(&obj, header)?;
+    let (slope, intercept) = (header.rescale_slope, header.rescale_intercept);
+    let apply = |stored: f64| (stored * slope + intercept) as f32;
+    match (header.bits_allocated, header.signed) {
+        (8, false) => out
+            .iter_mut()
+            .zip(bytes.iter())
+            .for_each(|(o, &b)| *o = apply(f64::from(b))),
+        (8, true) => out
+            .iter_mut()
+            .zip(bytes.iter())
+            .for_each(|(o, &b)| *o = apply(f64::from(b as i8))),
+        (_, false) => out
+            .iter_mut()
+            .zip(bytes.chunks_exact(2))
+            .for_each(|(o, b)| *o = apply(f64::from(u16::from_le_bytes([b[0], b[1]])))),
+        (_, true) => out
+            .iter_mut()
+            .zip(bytes.chunks_exact(2))
+            .for_each(|(o, b)| *o = apply(f64::from(i16::from_le_bytes([b[0], b[1]])))),
+    }
+    Ok(())
+}
+
+/// What a series is for the segmenter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeriesKind {
+    /// A perfusion map (CBF, CBV, MTT or Tmax).
+    Map(Modality),
+    /// The plain (non-contrast) CT.
+    PlainCt,
+    /// A raw dynamic CTP series: `n_frames` time points at each of the slice positions.
+    Dynamic {
+        /// Time points per slice position.
+        n_frames: usize,
+    },
+    /// Not used, with the reason (colour rendering, another modality, …).
+    Ignored(String),
+}
+
+/// One series, recognised, its instances sorted (dynamic: time point by time point, each
+/// sorted along the normal) and its grid checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecognisedSeries {
+    /// Series Instance UID.
+    pub series_uid: String,
+    /// Series Description.
+    pub description: String,
+    /// What it is.
+    pub kind: SeriesKind,
+    /// The grid (of one time point); `None` for ignored series.
+    pub geometry: Option<VolumeGeometry>,
+    /// The instances in reading order.
+    pub instances: Vec<InstanceHeader>,
+}
+
+fn series_error(first: &InstanceHeader, reason: String) -> DicomError {
+    DicomError::Series {
+        series_uid: first.series_uid.clone(),
+        description: first.series_description.clone(),
+        reason,
+    }
+}
+
+/// Upper-case alphanumeric tokens of `text` (`"Tmax (s)"` → `["TMAX", "S"]`).
+fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect()
+}
+
+/// Whether the token phrase `pattern` occurs in `words`.
+fn phrase_in(words: &[String], pattern: &str) -> bool {
+    let p = tokens(pattern);
+    !p.is_empty() && words.windows(p.len()).any(|w| w == p.as_slice())
+}
+
+impl RecognizerConfig {
+    /// The map a series' Series Description, Image Type and Derivation Description name,
+    /// if exactly one; `Err` with the names when they match several.
+    fn map_of(&self, first: &InstanceHeader) -> Result<Option<Modality>, String> {
+        let text = format!(
+            "{} {} {}",
+            first.series_description,
+            first.image_type.join(" "),
+            first.derivation
+        );
+        let words = tokens(&text);
+        if self.exclude.iter().any(|p| phrase_in(&words, p)) {
+            return Ok(None);
+        }
+        let found: Vec<Modality> = [
+            (Modality::Cbf, &self.cbf),
+            (Modality::Cbv, &self.cbv),
+            (Modality::Mtt, &self.mtt),
+            (Modality::Tmax, &self.tmax),
+        ]
+        .into_iter()
+        .filter(|(_, patterns)| patterns.iter().any(|p| phrase_in(&words, p)))
+        .map(|(m, _)| m)
+        .collect();
+        match found.as_slice() {
+            [] => Ok(None),
+            [m] => Ok(Some(*m)),
+            many => Err(format!("description {text:?} names several maps: {many:?}")),
+        }
+    }
+}
+
+/// Recognises one series (all instances share the Series Instance UID) and checks its
+/// geometry. An unusable series that is not needed is [`SeriesKind::Ignored`]; a map or
+/// CT with broken geometry is an error naming the series and the reason.
+pub fn recognise_series(
+    mut instances: Vec<InstanceHeader>,
+    config: &RecognizerConfig,
+) -> Result<RecognisedSeries, DicomError> {
+    let Some(first) = instances.first().cloned() else {
+        return Err(DicomError::Series {
+            series_uid: String::new(),
+            description: String::new(),
+            reason: "no instances".into(),
+        });
+    };
+    let ignored = |reason: String, instances: Vec<InstanceHeader>| RecognisedSeries {
+        series_uid: first.series_uid.clone(),
+        description: first.series_description.clone(),
+        kind: SeriesKind::Ignored(reason),
+        geometry: None,
+        instances,
+    };
+    if first.samples_per_pixel != 1 || !first.photometric.starts_with("MONOCHROME") {
+        return Ok(ignored(
+            format!("{} rendering (not grey-level values)", first.photometric),
+            instances,
+        ));
+    }
+    let map = config
+        .map_of(&first)
+        .map_err(|reason| series_error(&first, reason))?;
+    if map.is_none() && first.modality != "CT" {
+        return Ok(ignored(format!("modality {:?}", first.modality), instances));
+    }
+    if instances.iter().any(|i| i.n_frames > 1) {
+        return Err(series_error(
+            &first,
+            "multi-frame instances (Enhanced CT) are not read yet; send single-frame images".into(),
+        ));
+    }
+    // Group by slice position along the normal: more than one instance per position
+    // makes a dynamic series.
+    let geometry_of = |slices: &[InstanceHeader]| stack_geometry(slices, &first);
+    let orientation = first
+        .orientation
+        .ok_or_else(|| series_error(&first, "no Image Orientation (Patient)".into()))?;
+    let normal = cross(
+        [orientation[0], orientation[1], orientation[2]],
+        [orientation[3], orientation[4], orientation[5]],
+    );
+    let mut by_position: BTreeMap<i64, Vec<InstanceHeader>> = BTreeMap::new();
+    for inst in instances.drain(..) {
+        let p = inst.position_lps.ok_or_else(|| {
+            series_error(
+                &first,
+                format!("{}: no Image Position (Patient)", inst.path.display()),
+            )
+        })?;
+        // 1 µm bins: positions of one slice agree to far better than that.
+        by_position
+            .entry((dot(p, normal) * 1000.0).round() as i64)
+            .or_default()
+            .push(inst);
+    }
+    let n_frames = by_position.values().map(Vec::len).max().unwrap_or(1);
+    if n_frames > 1 {
+        if map.is_some() {
+            return Err(series_error(
+                &first,
+                format!("{n_frames} images at one slice position in a map series"),
+            ));
+        }
+        if let Some((pos, list)) = by_position.iter().find(|(_, l)| l.len() != n_frames) {
+            return Err(series_error(
+                &first,
+                format!(
+                    "dynamic series with {} time points at position {:.3} mm but {n_frames} elsewhere",
+                    list.len(),
+                    *pos as f64 / 1000.0
+                ),
+            ));
+        }
+        let mut frames: Vec<Vec<InstanceHeader>> = vec![Vec::new(); n_frames];
+        for list in by_position.values_mut() {
+            if list.iter().any(|i| i.temporal.is_none()) {
+                return Err(series_error(
+                    &first,
+                    "several images per position but no Temporal Position Index, Acquisition Number or Content/Acquisition Time".into(),
+                ));
+            }
+            list.sort_by(|a, b| {
+                a.temporal
+                    .partial_cmp(&b.temporal)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            for (t, inst) in list.drain(..).enumerate() {
+                frames[t].push(inst);
+            }
+        }
+        let geometry = geometry_of(&frames[0])?;
+        return Ok(RecognisedSeries {
+            series_uid: first.series_uid.clone(),
+            description: first.series_description.clone(),
+            kind: SeriesKind::Dynamic { n_frames },
+            geometry: Some(geometry),
+            instances: frames.into_iter().flatten().collect(),
+        });
+    }
+    let sorted: Vec<InstanceHeader> = by_position.into_values().flatten().collect();
+    let geometry = geometry_of(&sorted)?;
+    Ok(RecognisedSeries {
+        series_uid: first.series_uid.clone(),
+        description: first.series_description.clone(),
+        kind: map.map_or(SeriesKind::PlainCt, SeriesKind::Map),
+        geometry: Some(geometry),
+        instances: sorted,
+    })
+}
+
+/// The grid of single-frame slices already sorted along the normal (one per position).
+fn stack_geometry(
+    slices: &[InstanceHeader],
+    first: &InstanceHeader,
+) -> Result<VolumeGeometry, DicomError> {
+    let err = |reason: String| series_error(first, reason);
+    let orientation = first
+        .orientation
+        .ok_or_else(|| err("no Image Orientation (Patient)".into()))?;
+    let spacing = first
+        .pixel_spacing_mm
+        .ok_or_else(|| err("no Pixel Spacing".into()))?;
+    if spacing.iter().any(|s| *s <= 0.0) {
+        return Err(err(format!("Pixel Spacing {spacing:?} must be positive")));
+    }
+    let row = [orientation[0], orientation[1], orientation[2]];
+    let col = [orientation[3], orientation[4], orientation[5]];
+    if (dot(row, row) - 1.0).abs() > 1e-3
+        || (dot(col, col) - 1.0).abs() > 1e-3
+        || dot(row, col).abs() > 1e-3
+    {
+        return Err(err(format!(
+            "Image Orientation (Patient) {orientation:?} is not two orthonormal directions"
+        )));
+    }
+    if first.gantry_tilt_deg.abs() > 1e-3 {
+        return Err(err(format!(
+            "gantry tilt {} degrees: tilted stacks are not resampled; reconstruct without tilt",
+            first.gantry_tilt_deg
+        )));
+    }
+    let normal = cross(row, col);
+    let mut positions = Vec::with_capacity(slices.len());
+    for s in slices {
+        if (s.rows, s.columns) != (first.rows, first.columns) {
+            return Err(err(format!(
+                "mixed sizes: {}×{} and {}×{} ({})",
+                first.rows,
+                first.columns,
+                s.rows,
+                s.columns,
+                s.path.display()
+            )));
+        }
+        let o = s.orientation.unwrap_or([0.0; 6]);
+        if o.iter()
+            .zip(orientation.iter())
+            .any(|(a, b)| (a - b).abs() > 1e-4)
+        {
+            return Err(err(format!(
+                "mixed orientations: {orientation:?} and {o:?} ({})",
+                s.path.display()
+            )));
+        }
+        let ps = s.pixel_spacing_mm.unwrap_or([0.0; 2]);
+        if ps
+            .iter()
+            .zip(spacing.iter())
+            .any(|(a, b)| (a - b).abs() > 1e-4)
+        {
+            return Err(err(format!("mixed Pixel Spacing: {spacing:?} and {ps:?}")));
+        }
+        positions.push(s.position_lps.unwrap_or([0.0; 3]));
+    }
+    let first_position = positions[0];
+    let distances: Vec<f64> = positions.iter().map(|p| dot(*p, normal)).collect();
+    let slice_spacing = match distances.as_slice() {
+        [_] => first.slice_thickness_mm.filter(|t| *t > 0.0).unwrap_or(1.0),
+        [a, b, ..] => b - a,
+        [] => return Err(err("no slices".into())),
+    };
+    for (k, pair) in distances.windows(2).enumerate() {
+        let step = pair[1] - pair[0];
+        if (step - slice_spacing).abs() > (0.01 * slice_spacing).max(0.01) {
+            return Err(err(format!(
+                "non-uniform slice spacing: {slice_spacing:.3} mm, then {step:.3} mm between slices {} and {}",
+                k + 1,
+                k + 2
+            )));
+        }
+    }
+    for (k, p) in positions.iter().enumerate() {
+        // In-plane offset of the slice from the first slice's normal line: a sheared
+        // stack, as a gantry tilt without the attribute gives.
+        let along = distances[k] - distances[0];
+        let offset: f64 = (0..3)
+            .map(|a| (p[a] - first_position[a] - along * normal[a]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if offset > 0.01 * spacing[0].max(spacing[1]).max(1.0) {
+            return Err(err(format!(
+                "slice {} is shifted {offset:.3} mm in-plane from the stack's axis (gantry tilt or a sheared stack)",
+                k + 1
+            )));
+        }
+    }
+    Ok(VolumeGeometry {
+        columns: first.columns as usize,
+        rows: first.rows as usize,
+        n_slices: slices.len(),
+        pixel_spacing_mm: spacing,
+        slice_spacing_mm: slice_spacing,
+        slice_thickness_mm: first.slice_thickness_mm.unwrap_or(slice_spacing),
+        first_position_lps: first_position,
+        row_cosines: row,
+        column_cosines: col,
+    })
+}
+
+/// Every DICOM file under `dir` (recursively; files whose name ends in `.tmp` are staging
+/// files and skipped), headers read. Unreadable files are returned beside, with their error.
+pub fn scan_dir(dir: &Path) -> Result<(Vec<InstanceHeader>, Vec<DicomError>), DicomError> {
+    let mut headers = Vec::new();
+    let mut errors = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
+            .map_err(|e| DicomError::io(&d, e))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "dcm") {
+                match InstanceHeader::read(&path) {
+                    Ok(h) => headers.push(h),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+    }
+    Ok((headers, errors))
+}
+
+/// One study's recognised series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DicomStudy {
+    /// Patient and study attributes (from the first instance).
+    pub attributes: StudyAttributes,
+    /// The series, by Series Instance UID order.
+    pub series: Vec<RecognisedSeries>,
+}
+
+impl DicomStudy {
+    /// Groups `instances` (all of one study) by series and recognises each. Instances of
+    /// another study, and two series recognised as the same map, are errors.
+    pub fn from_instances(
+        instances: Vec<InstanceHeader>,
+        config: &RecognizerConfig,
+    ) -> Result<DicomStudy, DicomError> {
+        let Some(first) = instances.first() else {
+            return Err(DicomError::StudyRefused {
+                study_uid: String::new(),
+                reason: "no instances".into(),
+            });
+        };
+        let attributes = first.study.clone();
+        let study_uid = first.study_uid.clone();
+        let mut by_series: BTreeMap<String, Vec<InstanceHeader>> = BTreeMap::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for inst in instances {
+            if inst.study_uid != study_uid {
+                return Err(DicomError::StudyRefused {
+                    study_uid,
+                    reason: format!(
+                        "{} belongs to study {}",
+                        inst.path.display(),
+                        inst.study_uid
+                    ),
+                });
+            }
+            if !seen.insert(inst.sop_instance_uid.clone()) {
+                // The same instance twice (a resend under another file name): keep one.
+                continue;
+            }
+            by_series
+                .entry(inst.series_uid.clone())
+                .or_default()
+                .push(inst);
+        }
+        let mut series = Vec::new();
+        for (_, list) in by_series {
+            series.push(recognise_series(list, config)?);
+        }
+        let study = DicomStudy { attributes, series };
+        for m in [Modality::Cbf, Modality::Cbv, Modality::Mtt, Modality::Tmax] {
+            let names: Vec<&str> = study
+                .series
+                .iter()
+                .filter(|s| s.kind == SeriesKind::Map(m))
+                .map(|s| s.description.as_str())
+                .collect();
+            if names.len() > 1 {
+                return Err(DicomError::StudyRefused {
+                    study_uid: study.attributes.study_uid.clone(),
+                    reason: format!(
+                        "{} series recognised as {}: {names:?}",
+                        names.len(),
+                        m.isles_tag()
+                    ),
+                });
+            }
+        }
+        Ok(study)
+    }
+
+    /// Reads and recognises the study whose instances are under `dir`.
+    pub fn from_dir(dir: &Path, config: &RecognizerConfig) -> Result<DicomStudy, DicomError> {
+        let (headers, errors) = scan_dir(dir)?;
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        DicomStudy::from_instances(headers, config)
+    }
+
+    /// The series of kind `kind`, if any.
+    pub fn find(&self, kind: &SeriesKind) -> Option<&RecognisedSeries> {
+        self.series.iter().find(|s| &s.kind == kind)
+    }
+
+    /// The series the segmenter reads (maps and the plain CT); an error naming what was
+    /// found when there is no perfusion map (in particular a study with only the raw
+    /// dynamic series, whose maps are not computed yet).
+    pub fn segmentable_series(&self) -> Result<Vec<(Modality, &RecognisedSeries)>, DicomError> {
+        let mut out: Vec<(Modality, &RecognisedSeries)> = self
+            .series
+            .iter()
+            .filter_map(|s| match s.kind {
+                SeriesKind::Map(m) => Some((m, s)),
+                _ => None,
+            })
+            .collect();
+        if out.is_empty() {
+            let found: Vec<String> = self
+                .series
+                .iter()
+                .map(|s| format!("{:?} ({:?})", s.description, s.kind))
+                .collect();
+            let reason = if self
+                .series
+                .iter()
+                .any(|s| matches!(s.kind, SeriesKind::Dynamic { .. }))
+            {
+                "only a raw dynamic CTP series: perfusion maps are not computed from it yet"
+                    .to_owned()
+            } else {
+                "no perfusion map (CBF, CBV, MTT, Tmax) recognised".to_owned()
+            };
+            return Err(DicomError::StudyRefused {
+                study_uid: self.attributes.study_uid.clone(),
+                reason: format!("{reason}; series: {}", found.join(", ")),
+            });
+        }
+        if let Some(ct) = self.find(&SeriesKind::PlainCt) {
+            out.push((Modality::Ct, ct));
+        }
+        Ok(out)
+    }
+
+    /// Writes the maps and the plain CT as `<ISLES tag>.nii` (float32, rescaled values,
+    /// the DICOM grid as the NIfTI affine) into `case_dir`, slice by slice, and returns
+    /// the case's files for `strokeseg_io::Study::open_files`.
+    pub fn write_case_folder(&self, case_dir: &Path) -> Result<CaseFiles, DicomError> {
+        std::fs::create_dir_all(case_dir).map_err(|e| DicomError::io(case_dir, e))?;
+        let mut files = BTreeMap::new();
+        for (modality, series) in self.segmentable_series()? {
+            let geometry = series.geometry.as_ref().ok_or_else(|| DicomError::Series {
+                series_uid: series.series_uid.clone(),
+                description: series.description.clone(),
+                reason: "no geometry".into(),
+            })?;
+            let header = geometry.nifti_header(Dtype::F32)?;
+            let path = case_dir.join(format!("{}.nii", modality.isles_tag()));
+            let mut writer = NiftiWriter::create(&path, &header, Dtype::F32)?;
+            let mut slice = vec![0f32; geometry.slice_voxels()];
+            for inst in &series.instances {
+                read_slice_f32(inst, &mut slice)?;
+                writer.write_slice_f32(&slice)?;
+            }
+            files.insert(modality, writer.finish()?);
+        }
+        Ok(CaseFiles {
+            case_dir: case_dir.to_path_buf(),
+            files,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phrases_match_whole_tokens() {
+        let w = tokens("RAPID Tmax>6s (color)");
+        assert!(phrase_in(&w, "TMAX"));
+        assert!(phrase_in(&w, "color"));
+        assert!(!phrase_in(&w, "MAX"));
+        assert!(phrase_in(&tokens("Cerebral Blood Flow"), "blood flow"));
+        assert_eq!(time_of_day_s("080101.5"), Some(8.0 * 3600.0 + 61.5));
+    }
+}
