@@ -1,4 +1,5 @@
-//! The typed error of the no_std core (preprocessing, statistics, brain mask).
+//! The typed error of the no_std core (preprocessing, statistics, brain mask, perfusion
+//! maps).
 
 use crate::modality::Modality;
 
@@ -53,6 +54,85 @@ pub enum CoreError {
         modality: Modality,
         /// The value.
         value: f32,
+    },
+    /// A dynamic series with too few frames for a baseline, a bolus and its wash-out.
+    #[error("dynamic series has {n_frames} frames, at least {min_frames} are needed")]
+    TooFewFrames {
+        /// Frames in the series.
+        n_frames: usize,
+        /// Fewest accepted.
+        min_frames: usize,
+    },
+    /// A dynamic series with more frames than the deconvolution is sized for.
+    #[error("dynamic series has {n_frames} frames, at most {max_frames} are supported")]
+    TooManyFrames {
+        /// Frames in the series.
+        n_frames: usize,
+        /// Most accepted.
+        max_frames: usize,
+    },
+    /// A frame interval that is not a plausible CT perfusion interval.
+    #[error(
+        "frame interval {dt_s} s is not in 0.1–10 s (give it explicitly if the header is wrong)"
+    )]
+    InvalidFrameInterval {
+        /// The interval, s.
+        dt_s: f32,
+    },
+    /// Frame times that do not increase.
+    #[error("frame times do not increase: frame {frame_idx} at {time_s} s after {previous_s} s")]
+    NonIncreasingFrameTimes {
+        /// The frame whose time is not after the previous one.
+        frame_idx: usize,
+        /// Its time, s.
+        time_s: f32,
+        /// The previous frame's time, s.
+        previous_s: f32,
+    },
+    /// Frame times that are not evenly spaced (the deconvolution needs a uniform grid).
+    #[error(
+        "frame times are not uniform: interval before frame {frame_idx} is {interval_s} s, mean {mean_interval_s} s"
+    )]
+    NonUniformFrameTimes {
+        /// The frame after the deviating interval.
+        frame_idx: usize,
+        /// That interval, s.
+        interval_s: f32,
+        /// The mean interval, s.
+        mean_interval_s: f32,
+    },
+    /// No contrast bolus: the best arterial curve of the study does not rise enough.
+    #[error(
+        "no contrast bolus: the arterial curve peaks {aif_peak_hu} HU above baseline, at least {min_peak_hu} HU is needed (flat curves?)"
+    )]
+    NoBolus {
+        /// Peak enhancement of the best arterial candidate, HU (0 when there was none).
+        aif_peak_hu: f32,
+        /// Smallest accepted.
+        min_peak_hu: f32,
+    },
+    /// A jump between two frames much larger than the series' frame-to-frame noise: head
+    /// motion or a table or calibration shift; the maps would be wrong.
+    #[error(
+        "frame-to-frame jump at slice {slice_idx}, frame {frame_idx}: mean |ΔHU| {change_hu} vs typical {typical_hu} (motion?)"
+    )]
+    FrameJump {
+        /// The slice.
+        slice_idx: usize,
+        /// The frame that jumps from the previous one.
+        frame_idx: usize,
+        /// Its mean absolute change over the head, HU.
+        change_hu: f32,
+        /// The median change over all frame pairs of the slice, HU.
+        typical_hu: f32,
+    },
+    /// NaN or ±inf values in a dynamic series slice.
+    #[error("slice {slice_idx} of the dynamic series holds {count} NaN or infinite values")]
+    NonFiniteValues {
+        /// The slice.
+        slice_idx: usize,
+        /// How many.
+        count: usize,
     },
 }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod modality;
+pub mod perfusion;
 pub mod perfusion_rule;
 pub mod postprocess;
 pub mod preprocess;

@@ -18,10 +18,10 @@ use super::anatomy::{AnatomySample, Tissue};
 use super::field::SmoothField;
 use strokeseg_shared::rng::Rng;
 
-/// Brain tissue density, g/mL.
-pub const TISSUE_DENSITY_G_PER_ML: f64 = 1.04;
-/// Hematocrit correction `(1 − 0.45) / (1 − 0.25)` between large and small vessels.
-pub const HEMATOCRIT_FACTOR: f64 = 0.55 / 0.75;
+/// The constants of the indicator-dilution model are the perfusion computation's, kept in
+/// one place (`strokeseg_shared::perfusion`), so the phantom and the maps computed from
+/// its series agree by construction.
+pub use strokeseg_shared::perfusion::{HEMATOCRIT_FACTOR, TISSUE_DENSITY_G_PER_ML};
 
 /// Perfusion parameters of a point or voxel, physical units.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -11,14 +11,12 @@ use super::scanner::{
 };
 use super::{DatasetOptions, PhantomCase, PhantomTruth};
 use crate::tag;
+// MTT is undefined (0) below this CBF and times are capped as in the computed maps.
+use strokeseg_shared::perfusion::{MAX_TIME_S, MIN_CBF_FOR_MTT_ML_100G_MIN as MIN_CBF_FOR_MTT};
 use strokeseg_shared::rng::{Rng, derive_seed};
 
 /// Blur of the CT (gaussian σ), mm.
 const CT_BLUR_SIGMA_MM: f64 = 0.5;
-/// CBF below which MTT is reported as 0 (undefined), mL/100 g/min.
-const MIN_CBF_FOR_MTT: f64 = 2.0;
-/// Largest MTT and Tmax written, s (deconvolution software caps them similarly).
-const MAX_TIME_S: f64 = 40.0;
 
 const CBF_NOISE: NoiseModel = NoiseModel {
     floor: 1.5,

@@ -1,0 +1,292 @@
+//! Pass 2 of the perfusion computation: one slice of all frames → baseline, tissue mask,
+//! smoothed enhancement, deconvolution, and the CBF, CBV, MTT and Tmax maps of the slice.
+//!
+//! [`SliceProcessor`] holds every buffer, sized once per study: `12 · nx · ny` f32 plus the
+//! deconvolution basis; [`SliceProcessor::process`] works in place on the caller's frames.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::aif::ArterialInput;
+use super::curve::{TimeGrid, area_hu_s, smooth_temporal};
+use super::deconv::Basis;
+use super::spatial::MaskedSmoother;
+use super::{
+    CBF_PER_RESIDUE, CBV_PER_AREA_RATIO, MAX_TIME_S, MIN_CBF_FOR_MTT_ML_100G_MIN, PerfusionConfig,
+};
+use crate::error::CoreError;
+
+/// Voxels whose baseline is below this are outside the head (air), HU.
+pub const HEAD_MIN_HU: f32 = -500.0;
+/// σ of the smoothing of the baseline image before the tissue thresholds, pixels (the
+/// baseline of one voxel carries the frame noise / √frames).
+pub const BASELINE_SIGMA_PX: f32 = 1.0;
+/// Peak enhancement above which a voxel is a vessel whatever the AIF, HU.
+pub const MIN_VESSEL_PEAK_HU: f32 = 40.0;
+
+/// The maps of one slice, `nx · ny` values each (x fastest), 0 outside the tissue mask.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceMaps<'a> {
+    /// Cerebral blood flow, mL/100 g/min.
+    pub cbf_ml_100g_min: &'a [f32],
+    /// Cerebral blood volume, mL/100 g.
+    pub cbv_ml_100g: &'a [f32],
+    /// Mean transit time, s (0 where CBF < [`MIN_CBF_FOR_MTT_ML_100G_MIN`]).
+    pub mtt_s: &'a [f32],
+    /// Time to the maximum of the residue, s.
+    pub tmax_s: &'a [f32],
+    /// 1 where the maps are defined (parenchyma; not air, bone, CSF or large vessels).
+    pub tissue_mask: &'a [u8],
+    /// Unenhanced attenuation (mean over the baseline frames), HU, every voxel.
+    pub baseline_hu: &'a [f32],
+}
+
+/// Checks a slice of frames before anything is computed from it: every value finite, and
+/// no frame that jumps from the previous one by more than `motion_factor` times the
+/// slice's median frame-to-frame change (mean |ΔHU| over head voxels). `diffs` is scratch
+/// of `n_frames` values.
+pub fn check_slice(
+    slice_idx: usize,
+    frames: &[f32],
+    nxy: usize,
+    grid: &TimeGrid,
+    motion_factor: f32,
+    diffs: &mut [f32],
+) -> Result<(), CoreError> {
+    let n = grid.n_frames;
+    if frames.len() != n * nxy || diffs.len() != n {
+        return Err(CoreError::LengthMismatch {
+            what: "dynamic slice",
+            expected: n * nxy,
+            got: frames.len(),
+        });
+    }
+    let count = frames.iter().filter(|v| !v.is_finite()).count();
+    if count > 0 {
+        return Err(CoreError::NonFiniteValues { slice_idx, count });
+    }
+    let first = &frames[..nxy];
+    let head = first.iter().filter(|&&v| v > HEAD_MIN_HU).count();
+    if head == 0 {
+        return Ok(());
+    }
+    diffs[0] = 0.0;
+    for k in 1..n {
+        let (prev, cur) = (
+            &frames[(k - 1) * nxy..k * nxy],
+            &frames[k * nxy..(k + 1) * nxy],
+        );
+        let sum: f32 = first
+            .iter()
+            .zip(prev.iter().zip(cur))
+            .filter(|(f, _)| **f > HEAD_MIN_HU)
+            .map(|(_, (a, b))| (b - a).abs())
+            .sum();
+        diffs[k] = sum / head as f32;
+    }
+    let mut sorted: Vec<f32> = diffs[1..].to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let typical = sorted[sorted.len() / 2];
+    for (k, &d) in diffs.iter().enumerate().skip(1) {
+        if d > motion_factor * typical && d > typical + 1.0 {
+            return Err(CoreError::FrameJump {
+                slice_idx,
+                frame_idx: k,
+                change_hu: d,
+                typical_hu: typical,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Computes the maps of one slice after another with the study's AIF.
+#[derive(Debug)]
+pub struct SliceProcessor {
+    config: PerfusionConfig,
+    grid: TimeGrid,
+    nx: usize,
+    ny: usize,
+    basis: Basis<Vec<f32>>,
+    baseline_window: super::curve::BaselineWindow,
+    aif_area_hu_s: f32,
+    vessel_peak_hu: f32,
+    baseline: Vec<f32>,
+    smooth_baseline: Vec<f32>,
+    head: Vec<u8>,
+    mask: Vec<u8>,
+    cbf: Vec<f32>,
+    cbv: Vec<f32>,
+    mtt: Vec<f32>,
+    tmax: Vec<f32>,
+    weight: Vec<f32>,
+    tmp: Vec<f32>,
+    curve: Vec<f32>,
+    residue: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl SliceProcessor {
+    /// Buffers for `nx × ny` slices and the deconvolution basis of `arterial.aif_hu`.
+    pub fn new(
+        config: PerfusionConfig,
+        grid: TimeGrid,
+        nx: usize,
+        ny: usize,
+        arterial: &ArterialInput,
+    ) -> Result<Self, CoreError> {
+        config.validate()?;
+        if nx == 0 || ny == 0 {
+            return Err(CoreError::InvalidGeometry {
+                reason: "empty slice",
+            });
+        }
+        let basis = Basis::new(&arterial.aif_hu, grid, config.method)?;
+        let len = basis.residue_len();
+        let nxy = nx * ny;
+        let aif_peak = arterial.aif_hu.iter().copied().fold(0.0, f32::max);
+        Ok(SliceProcessor {
+            config,
+            grid,
+            nx,
+            ny,
+            basis,
+            baseline_window: arterial.baseline,
+            aif_area_hu_s: arterial.aif_area_hu_s,
+            vessel_peak_hu: (config.mask.vessel_peak_fraction * aif_peak).max(MIN_VESSEL_PEAK_HU),
+            baseline: vec![0.0; nxy],
+            smooth_baseline: vec![0.0; nxy],
+            head: vec![0; nxy],
+            mask: vec![0; nxy],
+            cbf: vec![0.0; nxy],
+            cbv: vec![0.0; nxy],
+            mtt: vec![0.0; nxy],
+            tmax: vec![0.0; nxy],
+            weight: vec![0.0; nxy],
+            tmp: vec![0.0; nxy],
+            curve: vec![0.0; grid.n_frames],
+            residue: vec![0.0; len],
+            scratch: vec![0.0; len],
+        })
+    }
+
+    /// The deconvolution basis (its singular values, for reports).
+    pub fn basis(&self) -> &Basis<Vec<f32>> {
+        &self.basis
+    }
+
+    /// Computes the maps of one slice. `frames` is `[n_frames][ny][nx]` in HU and is
+    /// overwritten with the (smoothed) enhancement.
+    pub fn process(&mut self, frames: &mut [f32]) -> Result<SliceMaps<'_>, CoreError> {
+        let (nx, ny, n) = (self.nx, self.ny, self.grid.n_frames);
+        let nxy = nx * ny;
+        if frames.len() != n * nxy {
+            return Err(CoreError::LengthMismatch {
+                what: "dynamic slice",
+                expected: n * nxy,
+                got: frames.len(),
+            });
+        }
+        let w = self.baseline_window;
+        let n_base = w.len().max(1) as f32;
+        self.baseline.iter_mut().for_each(|b| *b = 0.0);
+        for k in w.start..w.end.min(n) {
+            let frame = &frames[k * nxy..(k + 1) * nxy];
+            self.baseline
+                .iter_mut()
+                .zip(frame)
+                .for_each(|(b, &f)| *b += f);
+        }
+        self.baseline.iter_mut().for_each(|b| *b /= n_base);
+        for k in 0..n {
+            let frame = &mut frames[k * nxy..(k + 1) * nxy];
+            frame
+                .iter_mut()
+                .zip(&self.baseline)
+                .for_each(|(f, &b)| *f -= b);
+        }
+        for (h, &b) in self.head.iter_mut().zip(&self.baseline) {
+            *h = u8::from(b > HEAD_MIN_HU);
+        }
+        self.smooth_baseline.copy_from_slice(&self.baseline);
+        MaskedSmoother::new(
+            &self.head,
+            nx,
+            ny,
+            BASELINE_SIGMA_PX,
+            &mut self.weight,
+            &mut self.tmp,
+        )?
+        .apply(&mut self.smooth_baseline)?;
+
+        let rule = self.config.mask;
+        for v in 0..nxy {
+            let b = self.smooth_baseline[v];
+            let mut tissue = self.head[v] != 0 && b >= rule.min_hu && b <= rule.max_hu;
+            if tissue {
+                for (k, c) in self.curve.iter_mut().enumerate() {
+                    *c = frames[k * nxy + v];
+                }
+                smooth_temporal(&mut self.curve);
+                let peak = self.curve.iter().copied().fold(f32::MIN, f32::max);
+                tissue = peak <= self.vessel_peak_hu;
+            }
+            self.mask[v] = u8::from(tissue);
+        }
+        if self.config.spatial_sigma_px > 0.0 {
+            let mut smoother = MaskedSmoother::new(
+                &self.mask,
+                nx,
+                ny,
+                self.config.spatial_sigma_px,
+                &mut self.weight,
+                &mut self.tmp,
+            )?;
+            for k in 0..n {
+                smoother.apply(&mut frames[k * nxy..(k + 1) * nxy])?;
+            }
+        }
+
+        let dt = self.grid.dt_s;
+        for v in 0..nxy {
+            self.cbf[v] = 0.0;
+            self.cbv[v] = 0.0;
+            self.mtt[v] = 0.0;
+            self.tmax[v] = 0.0;
+            if self.mask[v] == 0 {
+                continue;
+            }
+            for (k, c) in self.curve.iter_mut().enumerate() {
+                *c = frames[k * nxy + v];
+            }
+            if self.config.temporal_smoothing {
+                smooth_temporal(&mut self.curve);
+            }
+            let cbv =
+                f64::from(area_hu_s(&self.curve, dt) / self.aif_area_hu_s) * CBV_PER_AREA_RATIO;
+            if cbv > f64::from(rule.max_cbv_ml_100g) {
+                self.mask[v] = 0;
+                continue;
+            }
+            let fit = self
+                .basis
+                .deconvolve(&self.curve, &mut self.residue, &mut self.scratch)?;
+            let cbf = f64::from(fit.r_max_per_s) * CBF_PER_RESIDUE;
+            let cbv = cbv.max(0.0);
+            self.cbf[v] = cbf as f32;
+            self.cbv[v] = cbv as f32;
+            self.tmax[v] = fit.tmax_s.min(MAX_TIME_S as f32);
+            if cbf >= MIN_CBF_FOR_MTT_ML_100G_MIN {
+                self.mtt[v] = (60.0 * cbv / cbf).min(MAX_TIME_S) as f32;
+            }
+        }
+        Ok(SliceMaps {
+            cbf_ml_100g_min: &self.cbf,
+            cbv_ml_100g: &self.cbv,
+            mtt_s: &self.mtt,
+            tmax_s: &self.tmax,
+            tissue_mask: &self.mask,
+            baseline_hu: &self.baseline,
+        })
+    }
+}
