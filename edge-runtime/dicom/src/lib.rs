@@ -9,7 +9,6 @@
 
 pub mod attr;
 mod config;
-pub mod derived;
 mod error;
 pub mod geometry;
 pub mod read;

@@ -1,0 +1,539 @@
+//! The Storage SCP against real peers: dcmtk `echoscu` and `storescu` on 127.0.0.1 push
+//! phantom series; unknown callers, malformed and duplicate instances, and `kill -9`
+//! during reception. Skipped (saying so) without dcmtk, unless STROKESEG_DICOM_TOOLS=required.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant, SystemTime};
+
+use dicom_core::VR;
+use dicom_dictionary_std::{tags, uids};
+use strokeseg_dicom::RecognizerConfig;
+use strokeseg_dicom::attr;
+use strokeseg_dicom::read::{
+    DicomStudy, InstanceHeader, InstanceLimits, SeriesKind, read_slice_f32, validate_instance,
+};
+use strokeseg_dicom::scp::{
+    STATUS_CANNOT_UNDERSTAND, STATUS_DUPLICATE, ScpConfig, ScpEvent, StorageScp,
+};
+use strokeseg_dicom::write::{PhantomSeriesOptions, WrittenStudy, write_phantom_study};
+
+const OUR_AE: &str = "STROKESEG";
+const SCANNER_AE: &str = "SCANNER";
+
+/// An SCP on a free loopback port in this process, stopped on drop.
+struct RunningScp {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    events: Receiver<ScpEvent>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningScp {
+    fn start(spool: &Path) -> RunningScp {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let config = ScpConfig::new(OUR_AE, "127.0.0.1:0".parse().unwrap(), &[SCANNER_AE], spool);
+        let scp = StorageScp::bind(config).unwrap().with_events(tx);
+        let addr = scp.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || scp.serve(&flag).unwrap());
+        RunningScp {
+            addr,
+            stop,
+            events: rx,
+            thread: Some(thread),
+        }
+    }
+    fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+    /// Every event so far (waits a moment for the association threads to finish).
+    fn drain(&self) -> Vec<ScpEvent> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.recv_timeout(Duration::from_millis(300)) {
+            out.push(e);
+        }
+        out
+    }
+}
+
+impl Drop for RunningScp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn storescu(bin: &Path, port: &str, calling: &str, files: &[&Path]) -> (bool, String) {
+    let mut args = vec![
+        "-v",
+        "-nh",
+        "-aet",
+        calling,
+        "-aec",
+        OUR_AE,
+        "127.0.0.1",
+        port,
+    ];
+    let paths: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    common::run(bin, &args)
+}
+
+fn received(spool: &Path) -> Vec<PathBuf> {
+    common::dcm_files(&spool.join("studies"))
+}
+
+#[test]
+fn storescu_pushes_a_phantom_study_into_the_spool() {
+    let Some(storescu_bin) =
+        common::tool("storescu", "storescu_pushes_a_phantom_study_into_the_spool")
+    else {
+        return;
+    };
+    let Some(echoscu) = common::tool("echoscu", "storescu_pushes_a_phantom_study_into_the_spool")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let case = common::small_case();
+    let opts = PhantomSeriesOptions {
+        with_dynamic: true,
+        ..PhantomSeriesOptions::default()
+    };
+    let written = write_phantom_study(&case, &dir.path().join("sent"), &opts).unwrap();
+    let spool = dir.path().join("spool");
+    let scp = RunningScp::start(&spool);
+
+    let (ok, out) = common::run(
+        &echoscu,
+        &["-aet", SCANNER_AE, "-aec", OUR_AE, "127.0.0.1", &scp.port()],
+    );
+    assert!(ok, "echoscu failed: {out}");
+
+    let started = Instant::now();
+    let (ok, out) = common::run(
+        &storescu_bin,
+        &[
+            "-aet",
+            SCANNER_AE,
+            "-aec",
+            OUR_AE,
+            "127.0.0.1",
+            &scp.port(),
+            "+sd",
+            "+r",
+            &dir.path().join("sent").display().to_string(),
+        ],
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(ok, "storescu failed: {out}");
+    let n = written.files().count();
+    let got = received(&spool);
+    assert_eq!(got.len(), n);
+    println!(
+        "received {n} instances of 256 x 256 x 16 bit from storescu on loopback in {seconds:.2} s: {:.0} instances/s",
+        n as f64 / seconds
+    );
+    let events = scp.drain();
+    assert!(events.contains(&ScpEvent::Echo));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ScpEvent::Stored { .. }))
+            .count(),
+        n
+    );
+
+    // What arrived is what was sent, value for value, and recognised.
+    let study_dir = spool.join("studies").join(&written.study.study_uid);
+    let study = DicomStudy::from_dir(&study_dir, &RecognizerConfig::default()).unwrap();
+    assert!(
+        study
+            .find(&SeriesKind::Map(strokeseg_shared::modality::Modality::Tmax))
+            .is_some()
+    );
+    assert!(
+        study
+            .series
+            .iter()
+            .any(|s| matches!(s.kind, SeriesKind::Dynamic { .. }))
+    );
+    let slice = case.slice_voxels();
+    let (mut a, mut b) = (vec![0f32; slice], vec![0f32; slice]);
+    for series in &written.series[..5] {
+        for (file, sop) in series.files.iter().zip(&series.sop_instance_uids) {
+            let sent = InstanceHeader::read(file).unwrap();
+            let path = study_dir
+                .join(&series.series_uid)
+                .join(format!("{sop}.dcm"));
+            let got = InstanceHeader::read(&path).unwrap();
+            read_slice_f32(&sent, &mut a).unwrap();
+            read_slice_f32(&got, &mut b).unwrap();
+            assert_eq!(a, b, "{}", path.display());
+        }
+    }
+
+    // Completion by idle time.
+    let s = strokeseg_dicom::scp::Spool::open(&spool).unwrap();
+    assert!(
+        s.take_complete(Duration::from_secs(3600), SystemTime::now())
+            .unwrap()
+            .is_empty()
+    );
+    let done = s
+        .take_complete(
+            Duration::from_secs(0),
+            SystemTime::now() + Duration::from_secs(1),
+        )
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(common::dcm_files(&done[0]).len(), n);
+}
+
+#[test]
+fn an_unknown_calling_ae_title_is_rejected_at_association() {
+    let Some(echoscu) = common::tool(
+        "echoscu",
+        "an_unknown_calling_ae_title_is_rejected_at_association",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let scp = RunningScp::start(dir.path());
+    let (ok, out) = common::run(
+        &echoscu,
+        &["-aet", "INTRUDER", "-aec", OUR_AE, "127.0.0.1", &scp.port()],
+    );
+    assert!(!ok, "echoscu from INTRUDER succeeded: {out}");
+    assert!(out.contains("Calling AE Title Not Recognized"), "{out}");
+    let (ok, out) = common::run(
+        &echoscu,
+        &[
+            "-aet",
+            SCANNER_AE,
+            "-aec",
+            "SOMEONE",
+            "127.0.0.1",
+            &scp.port(),
+        ],
+    );
+    assert!(
+        !ok && out.contains("Called AE Title Not Recognized"),
+        "{out}"
+    );
+    let events = scp.drain();
+    assert!(
+        events.iter().any(
+            |e| matches!(e, ScpEvent::Rejected { calling_ae, reason, .. }
+            if calling_ae == "INTRUDER" && reason.contains("allow-list"))
+        ),
+        "{events:?}"
+    );
+}
+
+/// A copy of `src` at `dst` with `f` applied.
+fn edited(src: &Path, dst: &Path, f: impl FnOnce(&mut attr::Object)) -> PathBuf {
+    let mut file = dicom_object::open_file(src).unwrap();
+    f(&mut file);
+    file.write_to_file(dst).unwrap();
+    dst.to_path_buf()
+}
+
+#[test]
+fn malformed_and_duplicate_instances_get_a_status_never_a_crash() {
+    let Some(storescu_bin) = common::tool(
+        "storescu",
+        "malformed_and_duplicate_instances_get_a_status_never_a_crash",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let case = common::small_case();
+    let written = write_phantom_study(
+        &case,
+        &dir.path().join("sent"),
+        &PhantomSeriesOptions::default(),
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let scp = RunningScp::start(&spool);
+    let good = &written.series[1].files[0];
+    let bad_dir = dir.path().join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let mut n = 0;
+    let mut new_uid = |o: &mut attr::Object| {
+        n += 1;
+        attr::put_str(o, tags::SOP_INSTANCE_UID, VR::UI, &format!("2.25.{n}"));
+    };
+    let no_pixels = edited(good, &bad_dir.join("no_pixels.dcm"), |o| {
+        new_uid(o);
+        o.remove_element(tags::PIXEL_DATA);
+    });
+    let absurd = edited(good, &bad_dir.join("absurd.dcm"), |o| {
+        new_uid(o);
+        attr::put_u16(o, tags::ROWS, &[60000]);
+    });
+    let bits = edited(good, &bad_dir.join("bits.dcm"), |o| {
+        new_uid(o);
+        attr::put_u16(o, tags::BITS_ALLOCATED, &[12]);
+    });
+    for (file, what) in [
+        (&no_pixels, "PixelData"),
+        (&absurd, "Rows"),
+        (&bits, "BitsAllocated"),
+    ] {
+        let (_, out) = storescu(&storescu_bin, &scp.port(), SCANNER_AE, &[file]);
+        let events = scp.drain();
+        let failed = events.iter().find_map(|e| match e {
+            ScpEvent::Failed { status, reason, .. } => Some((*status, reason.clone())),
+            _ => None,
+        });
+        let (status, reason) =
+            failed.unwrap_or_else(|| panic!("{what}: no failure: {events:?}\n{out}"));
+        assert_eq!(status, STATUS_CANNOT_UNDERSTAND, "{what}");
+        assert!(reason.contains(what), "{what}: {reason}");
+        assert!(out.contains("CannotUnderstand"), "{out}");
+    }
+    assert!(received(&spool).is_empty());
+
+    // The same instance twice: one file, both acknowledged. Another object under the
+    // same SOP Instance UID: refused, the first copy kept.
+    let (ok, out) = storescu(&storescu_bin, &scp.port(), SCANNER_AE, &[good, good]);
+    assert!(ok, "{out}");
+    let events = scp.drain();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ScpEvent::Stored { .. }))
+            .count(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ScpEvent::Duplicate { .. }))
+            .count(),
+        1,
+        "{events:?}"
+    );
+    let other = edited(good, &bad_dir.join("other.dcm"), |o| {
+        attr::put_str(o, tags::PATIENT_NAME, VR::PN, "Someone^Else");
+    });
+    storescu(&storescu_bin, &scp.port(), SCANNER_AE, &[&other]);
+    let events = scp.drain();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ScpEvent::Failed { status, .. } if *status == STATUS_DUPLICATE)),
+        "{events:?}"
+    );
+    let kept = received(&spool);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(&kept[0]).unwrap()[132..].len(),
+        std::fs::read(good).unwrap()[132..].len()
+    );
+
+    // A truncated data set, sent by hand (dcmtk will not send a file it cannot read).
+    let bytes = {
+        let file = dicom_object::open_file(&written.series[2].files[0]).unwrap();
+        let mut data = Vec::new();
+        file.write_dataset_with_ts(
+            &mut data,
+            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .unwrap();
+        data.truncate(data.len() / 2);
+        data
+    };
+    let dest =
+        strokeseg_dicom::scu::Destination::parse(&format!("{OUR_AE}@127.0.0.1:{}", scp.port()))
+            .unwrap();
+    let mut association = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title(SCANNER_AE)
+        .with_presentation_context(
+            uids::CT_IMAGE_STORAGE,
+            vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
+        )
+        .establish_with(&dest.to_string())
+        .unwrap();
+    let pc = association.presentation_contexts()[0].id;
+    let err = strokeseg_dicom::scu::send_dataset_bytes(
+        &mut association,
+        &dest,
+        pc,
+        uids::CT_IMAGE_STORAGE,
+        &written.series[2].sop_instance_uids[0],
+        1,
+        &bytes,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("0xc000"), "{err}");
+    let _ = association.release();
+    let events = scp.drain();
+    assert!(
+        events.iter().any(
+            |e| matches!(e, ScpEvent::Failed { status, .. } if *status == STATUS_CANNOT_UNDERSTAND)
+        ),
+        "{events:?}"
+    );
+    assert_eq!(received(&spool).len(), 1);
+    assert!(common::dcm_files(&spool.join("incoming")).is_empty());
+}
+
+/// SOP Instance UIDs storescu -v reports as stored with success.
+fn acknowledged(storescu_output: &str, written: &WrittenStudy) -> BTreeSet<String> {
+    let mut sop_of = std::collections::BTreeMap::new();
+    for s in &written.series {
+        for (f, sop) in s.files.iter().zip(&s.sop_instance_uids) {
+            sop_of.insert(f.display().to_string(), sop.clone());
+        }
+    }
+    let mut current: Option<String> = None;
+    let mut out = BTreeSet::new();
+    for line in storescu_output.lines() {
+        if let Some(path) = line.split("Sending file: ").nth(1) {
+            current = sop_of.get(path.trim()).cloned();
+        } else if line.contains("Received Store Response (Success)")
+            && let Some(sop) = current.take()
+        {
+            out.insert(sop);
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_during_reception_loses_no_acknowledged_instance() {
+    let Some(storescu_bin) = common::tool(
+        "storescu",
+        "kill_9_during_reception_loses_no_acknowledged_instance",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let case = common::small_case();
+    let opts = PhantomSeriesOptions {
+        with_dynamic: true,
+        ..PhantomSeriesOptions::default()
+    };
+    let sent = dir.path().join("sent");
+    let written = write_phantom_study(&case, &sent, &opts).unwrap();
+    let spool = dir.path().join("spool");
+    let port = common::free_port().to_string();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strokeseg-dicom"))
+            .args([
+                "scp",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--allow",
+                SCANNER_AE,
+                "--spool",
+            ])
+            .arg(&spool)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let wait_listening = |child: &mut std::process::Child| {
+        use std::io::BufRead as _;
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("listening"), "{line}");
+    };
+    let mut scp = start();
+    wait_listening(&mut scp);
+    let sender = {
+        let (bin, port, sent) = (storescu_bin.clone(), port.clone(), sent.clone());
+        std::thread::spawn(move || {
+            common::run(
+                &bin,
+                &[
+                    "-v",
+                    "-nh",
+                    "-aet",
+                    SCANNER_AE,
+                    "-aec",
+                    OUR_AE,
+                    "127.0.0.1",
+                    &port,
+                    "+sd",
+                    "+r",
+                    &sent.display().to_string(),
+                ],
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received(&spool).len() < 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    scp.kill().unwrap(); // SIGKILL
+    let _ = scp.wait();
+    let (_, out) = sender.join().unwrap();
+    let acked = acknowledged(&out, &written);
+    let total = written.files().count();
+    let stored = received(&spool);
+    println!(
+        "killed after {} of {total} instances acknowledged, {} in the spool",
+        acked.len(),
+        stored.len()
+    );
+    assert!(
+        !acked.is_empty() && acked.len() < total,
+        "the kill missed the transfer ({} acknowledged)",
+        acked.len()
+    );
+    let mut in_spool = BTreeSet::new();
+    for f in &stored {
+        let h = validate_instance(f, &InstanceLimits::default())
+            .unwrap_or_else(|e| panic!("incomplete file in the spool: {e}"));
+        in_spool.insert(h.sop_instance_uid);
+    }
+    let lost: Vec<&String> = acked.difference(&in_spool).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not in the spool: {lost:?}"
+    );
+
+    // Restart: the partial instance is cleaned away; the sender's retry completes the study.
+    let mut scp = start();
+    wait_listening(&mut scp);
+    assert!(common::dcm_files(&spool.join("incoming")).is_empty());
+    let (ok, out) = common::run(
+        &storescu_bin,
+        &[
+            "-nh",
+            "-aet",
+            SCANNER_AE,
+            "-aec",
+            OUR_AE,
+            "127.0.0.1",
+            &port,
+            "+sd",
+            "+r",
+            &sent.display().to_string(),
+        ],
+    );
+    scp.kill().unwrap();
+    let _ = scp.wait();
+    assert!(ok, "{out}");
+    assert_eq!(received(&spool).len(), total);
+}
