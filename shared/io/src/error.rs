@@ -161,6 +161,28 @@ pub enum IoError {
         #[source]
         source: strokeseg_shared::error::CoreError,
     },
+    /// NaN or ±inf values in a dynamic series (perfusion maps from it would be wrong).
+    #[error("{path}: slice {slice_idx}, frame {frame_idx} holds {count} NaN or infinite values")]
+    NonFiniteVoxels {
+        /// The series.
+        path: PathBuf,
+        /// The slice.
+        slice_idx: usize,
+        /// The frame.
+        frame_idx: usize,
+        /// How many voxels.
+        count: usize,
+    },
+    /// The dynamic series cannot give meaningful perfusion maps (too few frames, bad frame
+    /// timing, no bolus, a frame-to-frame jump, …).
+    #[error("{path}: {source}")]
+    Perfusion {
+        /// The series.
+        path: PathBuf,
+        /// What the perfusion computation refused.
+        #[source]
+        source: strokeseg_shared::error::CoreError,
+    },
     /// A dataset folder or patients CSV that cannot be used.
     #[error("{path}: {reason}")]
     Dataset {
@@ -196,6 +218,8 @@ impl IoError {
             | IoError::BufferSize { path, .. }
             | IoError::SliceCount { path, .. }
             | IoError::Preprocess { path, .. }
+            | IoError::NonFiniteVoxels { path, .. }
+            | IoError::Perfusion { path, .. }
             | IoError::Dataset { path, .. } => path,
             IoError::MissingModality { case_dir, .. }
             | IoError::DuplicateModality { case_dir, .. } => case_dir,

@@ -1,5 +1,6 @@
 //! NIfTI-1 study I/O (std): validated headers, slice-by-slice reading and writing,
-//! ISLES 2018 case folders and dataset discovery.
+//! ISLES 2018 case folders and dataset discovery, and the raw dynamic series (`CT_4DPWI`)
+//! that perfusion maps are computed from.
 //!
 //! Everything here reads at most one slice of one file at a time unless the caller asks
 //! for more. Headers are validated before anything sized by them is allocated, and every
@@ -8,6 +9,7 @@
 pub mod atomic;
 mod dataset;
 mod dtype;
+mod dynamic;
 mod error;
 mod header;
 mod reader;
@@ -16,6 +18,7 @@ mod writer;
 
 pub use dataset::{Dataset, DatasetCase, PatientGrouping};
 pub use dtype::Dtype;
+pub use dynamic::{DynamicLayout, DynamicOptions, DynamicSeries, FrameInterval};
 pub use error::IoError;
 pub use header::{Affine, GridTolerance, HeaderInfo, ReadLimits, new_header, read_header};
 pub use reader::{NiftiVolumeReader, SliceStats};

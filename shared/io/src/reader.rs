@@ -98,6 +98,12 @@ impl NiftiVolumeReader {
         })
     }
 
+    /// Names `path` instead of the opened file in every later error (a spooled copy of a
+    /// compressed file reports the original).
+    pub(crate) fn set_display_path(&mut self, path: &Path) {
+        self.info.path = path.to_path_buf();
+    }
+
     /// The validated header.
     pub fn info(&self) -> &HeaderInfo {
         &self.info

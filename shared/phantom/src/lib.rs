@@ -135,6 +135,8 @@ pub(crate) mod tag {
     pub const REALISM: u64 = 6;
     /// Per-case map appearance ([`crate::Realism::varied_appearance`]).
     pub const APPEARANCE: u64 = 7;
+    /// Per-case protocol of the exact dynamic series ([`crate::DynamicSeries`]).
+    pub const DYNAMIC: u64 = 8;
 }
 
 use strokeseg_io::Dtype;
@@ -142,7 +144,7 @@ use strokeseg_shared::modality::Modality;
 
 pub use anatomy::{Hemisphere, Territory, Tissue};
 pub use lesion::{CORE_RELATIVE_CBF, PENUMBRA_TMAX_S, Zone};
-pub use perfusion::Bolus;
+pub use perfusion::{Bolus, apparent_tmax_s};
 pub use template::BrainTemplate;
 pub use template::{TEMPLATE_DIR, TEMPLATE_DIR_ENV};
 pub use write::{
@@ -182,6 +184,74 @@ pub struct DatasetOptions {
     /// How far lesions, appearance and confounders vary (the classic generator by default).
     #[serde(default)]
     pub realism: Realism,
+    /// How the 4D series is simulated (the classic series by default, bit for bit).
+    #[serde(default)]
+    pub dynamic: DynamicSeries,
+}
+
+/// The dynamic series for perfusion computation from the raw data (issue 12). `Default`
+/// (`exact: false`) is the classic series, bit for bit: one AIF for every voxel, no
+/// dispersion, vessels as high-flow tissue, 1 s frames.
+///
+/// With `exact`, the series follows the indicator-dilution model voxel by voxel so that the
+/// maps deconvolution should find are known everywhere:
+/// - tissue: `ΔHU = (f / k_H) · AIF ⊗ D_β ⊗ exp(−t / MTT)` delayed by the voxel's arrival
+///   delay, with a per-voxel dispersion kernel `D_β(t) = e^{−t/β} / β` (β = the case's base
+///   dispersion + 0.15 s per second of delay, at most 3 s: collateral flow disperses
+///   more). The truth's Tmax is then the time of the maximum of the dispersed residue
+///   `f · (D_β ⊗ R)(t − delay)`, `delay + ln(M/β) · Mβ/(M − β)`, what deconvolution
+///   measures against the AIF; CBF, CBV and MTT keep their physiological values;
+/// - arteries (vessel sub-samples away from the midline) carry the AIF itself and the
+///   superior sagittal sinus (vessel sub-samples within 6 mm of the midline) the VOF,
+///   `AIF ⊗ D_venous` delayed by the venous transit (same area as the AIF), each scaled
+///   by the voxel's vessel fraction (partial volume) on top of the tissue's share;
+/// - protocol: 40–60 frames, 1–2 s apart, `noise_hu` of gaussian noise per frame;
+/// - optional head motion: from frame 2/3 of the way on, the slab is shifted by
+///   `motion_shift_px` pixels along x (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DynamicSeries {
+    /// Simulate the exact series described above (else the classic one).
+    pub exact: bool,
+    /// Noise per frame and voxel, HU (CTP: ≈ 10).
+    pub noise_hu: f64,
+    /// Range of the frame interval, s, drawn uniformly per case (rounded to 0.1 s).
+    pub frame_interval_s: (f64, f64),
+    /// Range of the number of frames, drawn uniformly per case.
+    pub n_frames: (usize, usize),
+    /// Range of the case's base dispersion time constant β, s.
+    pub dispersion_s: (f64, f64),
+    /// Head motion: shift of the later frames along x, pixels (0: none).
+    pub motion_shift_px: usize,
+}
+
+impl Default for DynamicSeries {
+    fn default() -> Self {
+        // The classic series ignores the other fields; they are the CTP preset's, so
+        // switching `exact` on gives the clinical protocol.
+        let ctp = DynamicSeries::ctp();
+        DynamicSeries {
+            exact: false,
+            noise_hu: ctp.noise_hu,
+            frame_interval_s: ctp.frame_interval_s,
+            n_frames: ctp.n_frames,
+            dispersion_s: ctp.dispersion_s,
+            motion_shift_px: ctp.motion_shift_px,
+        }
+    }
+}
+
+impl DynamicSeries {
+    /// The exact series with a clinical CTP protocol and noise.
+    pub const fn ctp() -> DynamicSeries {
+        DynamicSeries {
+            exact: true,
+            noise_hu: 10.0,
+            frame_interval_s: (1.0, 2.0),
+            n_frames: (40, 60),
+            dispersion_s: (0.2, 0.8),
+            motion_shift_px: 0,
+        }
+    }
 }
 
 /// How far the generator departs from its classic, narrow ranges. `Default` is the classic
@@ -290,6 +360,7 @@ impl Default for DatasetOptions {
             first_file_id: 345_560,
             anatomy: AnatomySource::default(),
             realism: Realism::default(),
+            dynamic: DynamicSeries::default(),
         }
     }
 }
@@ -325,6 +396,30 @@ impl DatasetOptions {
             anatomy: AnatomySource {
                 template_fraction: frac(self.anatomy.template_fraction),
                 template_dir: self.anatomy.template_dir.clone(),
+            },
+            dynamic: {
+                let d = self.dynamic;
+                let (f0, f1) = (d.n_frames.0.clamp(20, 250), d.n_frames.1.clamp(20, 250));
+                let positive = |r: (f64, f64), default: (f64, f64)| {
+                    let ok = |v: f64| v.is_finite() && v >= 0.0;
+                    if ok(r.0) && ok(r.1) {
+                        (r.0.min(r.1), r.0.max(r.1))
+                    } else {
+                        default
+                    }
+                };
+                let interval = positive(d.frame_interval_s, (1.0, 2.0));
+                DynamicSeries {
+                    n_frames: (f0.min(f1), f0.max(f1)),
+                    frame_interval_s: (interval.0.max(0.1), interval.1.max(0.1)),
+                    dispersion_s: positive(d.dispersion_s, (0.2, 0.8)),
+                    noise_hu: if d.noise_hu.is_finite() {
+                        d.noise_hu.abs()
+                    } else {
+                        10.0
+                    },
+                    ..d
+                }
             },
             realism: Realism {
                 multifocal_fraction: frac(self.realism.multifocal_fraction),
@@ -416,6 +511,15 @@ pub struct PhantomTruth {
     pub tmax_s: Vec<f64>,
     /// Noise-free non-contrast CT, HU (the 4D series' baseline).
     pub ct_hu: Vec<f64>,
+    /// Arrival delay of the tissue relative to the AIF, s ([`DynamicSeries::exact`] only;
+    /// empty otherwise, where Tmax is the delay).
+    pub delay_s: Vec<f64>,
+    /// Dispersion time constant β of the tissue's input, s ([`DynamicSeries::exact`] only).
+    pub dispersion_s: Vec<f64>,
+    /// Fraction of the voxel that is a large vessel, 0–1 ([`DynamicSeries::exact`] only).
+    pub vessel_fraction: Vec<f64>,
+    /// Whether the voxel's vessel is venous (the sinus) ([`DynamicSeries::exact`] only).
+    pub venous: Vec<u8>,
     /// Lesion hemisphere and territory, `None` for lesion-free patients.
     pub lesion_site: Option<(Hemisphere, Territory)>,
     /// Acute lesions of the patient (0, 1, or 2 for a multifocal or bilateral stroke),
@@ -468,6 +572,8 @@ pub struct PhantomCase {
     pub bolus: Bolus,
     /// Noise-free truth.
     pub truth: PhantomTruth,
+    /// How the 4D series is simulated.
+    pub dynamic: DynamicSeries,
     /// Seed of the 4D series noise.
     pwi_noise_seed: u64,
 }

@@ -5,7 +5,7 @@
 use super::anatomy::{Hemisphere, Tissue};
 use super::lesion::Zone;
 use super::model::PatientModel;
-use super::perfusion::{Haemo, TissueCurveModel};
+use super::perfusion::{ExactCurveModel, Haemo, TissueCurveModel, apparent_tmax_s};
 use super::scanner::{
     Appearance, CaseAcquisition, MATRIX, NoiseModel, blur_noise_gain, blur_slice,
 };
@@ -30,6 +30,13 @@ const TIME_NOISE: NoiseModel = NoiseModel {
     floor: 0.25,
     relative: 0.06,
 };
+
+/// Vessel sub-samples this close to the midline are the superior sagittal sinus (venous),
+/// mm; the others are arteries ([`crate::DynamicSeries::exact`]).
+const VENOUS_MIDLINE_MM: f64 = 6.0;
+/// Extra dispersion per second of arrival delay, s/s, and the most dispersion, s.
+const DISPERSION_PER_DELAY: f64 = 0.15;
+const MAX_DISPERSION_S: f64 = 3.0;
 
 /// Noise stream labels within a case.
 mod stream {
@@ -58,6 +65,10 @@ struct VoxelAcc {
     hypoperfused: usize,
     dwi: usize,
     tissue: [usize; Tissue::COUNT],
+    /// Vessel sub-samples (exact dynamic series only).
+    vessel: usize,
+    /// Of those, venous ones.
+    venous: usize,
 }
 
 /// Samples the model and applies the scanner for case `case_index` = slab `slab_index`.
@@ -71,7 +82,20 @@ pub(crate) fn render_case(
 ) -> PhantomCase {
     let g = &patient.geometry;
     let mut case_rng = Rng::stream(seed, &[tag::CASE, case_index as u64]);
-    let acq = CaseAcquisition::random(&mut case_rng, opts.cbf_gain_range, opts.cbv_gain_range);
+    let mut acq = CaseAcquisition::random(&mut case_rng, opts.cbf_gain_range, opts.cbv_gain_range);
+    let exact = opts.dynamic.exact;
+    let mut base_dispersion_s = 0.0;
+    if exact {
+        let d = &opts.dynamic;
+        let mut rng = Rng::stream(seed, &[tag::DYNAMIC, case_index as u64]);
+        let (lo, hi) = d.n_frames;
+        acq.bolus.n_frames = lo + rng.below(hi - lo + 1);
+        let (lo, hi) = d.frame_interval_s;
+        acq.bolus.frame_interval_s = libm::round(rng.uniform(lo, hi) * 10.0) / 10.0;
+        acq.bolus.noise_hu = d.noise_hu;
+        let (lo, hi) = d.dispersion_s;
+        base_dispersion_s = rng.uniform(lo, hi);
+    }
     let look = if opts.realism.varied_appearance {
         Appearance::random(&mut Rng::stream(
             seed,
@@ -96,6 +120,10 @@ pub(crate) fn render_case(
         mtt_s: vec![0.0; n_vox],
         tmax_s: vec![0.0; n_vox],
         ct_hu: vec![0.0; n_vox],
+        delay_s: if exact { vec![0.0; n_vox] } else { Vec::new() },
+        dispersion_s: if exact { vec![0.0; n_vox] } else { Vec::new() },
+        vessel_fraction: if exact { vec![0.0; n_vox] } else { Vec::new() },
+        venous: if exact { vec![0; n_vox] } else { Vec::new() },
         lesion_site: patient.lesions.first().map(|l| (l.hemisphere, l.territory)),
         n_lesions: patient.lesions.len(),
         lesion_volume_ml: 0.0,
@@ -153,6 +181,12 @@ pub(crate) fn render_case(
                     acc.dwi += usize::from(dwi);
                     (h, hu) = patient.confounders.apply(p, &a, h, hu);
                     acc.hu += hu;
+                    if exact && a.tissue == Tissue::Vessel {
+                        // Blood: its curve is the AIF or the VOF, not a tissue residue.
+                        acc.vessel += 1;
+                        acc.venous += usize::from(p[0].abs() < VENOUS_MIDLINE_MM);
+                        continue;
+                    }
                     acc.cbf += h.cbf_ml_100g_min;
                     acc.cbv += h.cbv_ml_100g;
                     acc.tmax_cbf += h.tmax_s * h.cbf_ml_100g_min;
@@ -170,6 +204,10 @@ pub(crate) fn render_case(
                     )
                     .0 as u8;
                 truth.hemisphere[v] = centre_hemisphere;
+                if exact {
+                    truth.vessel_fraction[v] = acc.vessel as f64 / nf;
+                    truth.venous[v] = u8::from(2 * acc.venous > acc.vessel);
+                }
                 if !majority(acc.intracranial) {
                     continue;
                 }
@@ -183,6 +221,16 @@ pub(crate) fn render_case(
                 }
                 if cbf > 1e-6 {
                     truth.mtt_s[v] = 60.0 * cbv / cbf;
+                }
+                if exact {
+                    let delay_s = truth.tmax_s[v];
+                    let beta_s =
+                        (base_dispersion_s + DISPERSION_PER_DELAY * delay_s).min(MAX_DISPERSION_S);
+                    truth.delay_s[v] = delay_s;
+                    truth.dispersion_s[v] = beta_s;
+                    if cbf > 1e-6 {
+                        truth.tmax_s[v] = delay_s + apparent_tmax_s(truth.mtt_s[v], beta_s);
+                    }
                 }
                 truth.zone[v] = if majority(acc.core) {
                     Zone::Core as u8
@@ -301,6 +349,7 @@ pub(crate) fn render_case(
         cbv_gain: acq.cbv_gain,
         bolus: acq.bolus,
         truth,
+        dynamic: opts.dynamic,
         pwi_noise_seed: derive_seed(seed, &[tag::NOISE, case_index as u64, stream::PWI]),
     }
 }
@@ -340,6 +389,9 @@ fn close_mask(values: &mut [f64], within: &[u8], n: usize) {
 
 /// The 4D series of `case` as int16 HU, `[t][z][y][x]` (see [`PhantomCase::pwi_hu`]).
 pub(crate) fn pwi_series(case: &PhantomCase, noise_seed: u64) -> Vec<i16> {
+    if case.dynamic.exact {
+        return exact_pwi_series(case, noise_seed);
+    }
     let model = TissueCurveModel::new(&case.bolus);
     let nt = case.bolus.n_frames;
     let nxy = case.slice_voxels();
@@ -364,6 +416,59 @@ pub(crate) fn pwi_series(case: &PhantomCase, noise_seed: u64) -> Vec<i16> {
                 if let Some(o) = out.get_mut((frame * nz + z) * nxy + idx) {
                     *o = libm::round(hu).clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16;
                 }
+            }
+        }
+    }
+    out
+}
+
+/// The series of [`crate::DynamicSeries::exact`], `[t][z][y][x]` int16 HU.
+fn exact_pwi_series(case: &PhantomCase, noise_seed: u64) -> Vec<i16> {
+    let model = ExactCurveModel::new(&case.bolus);
+    let nt = case.bolus.n_frames;
+    let nxy = case.slice_voxels();
+    let nz = case.n_slices();
+    let nx = case.dims[0];
+    let mut out = vec![0i16; nt * nz * nxy];
+    let mut rng = Rng::new(noise_seed);
+    let mut curve = vec![0.0; nt];
+    let (mut s1, mut s2) = (Vec::new(), Vec::new());
+    let t = &case.truth;
+    let at = |values: &[f64], v: usize| values.get(v).copied().unwrap_or(0.0);
+    for z in 0..nz {
+        for idx in 0..nxy {
+            let v = z * nxy + idx;
+            let h = Haemo {
+                cbf_ml_100g_min: at(&t.cbf_ml_100g_min, v),
+                cbv_ml_100g: at(&t.cbv_ml_100g, v),
+                tmax_s: 0.0,
+            };
+            model.enhancement_hu(
+                &h,
+                at(&t.delay_s, v),
+                at(&t.dispersion_s, v),
+                at(&t.vessel_fraction, v),
+                t.venous.get(v).is_some_and(|&x| x != 0),
+                (&mut s1, &mut s2),
+                &mut curve,
+            );
+            let base = t.ct_hu.get(v).copied().unwrap_or(-1000.0);
+            for (frame, &c) in curve.iter().enumerate() {
+                let hu = base + c + case.bolus.noise_hu * rng.normal();
+                if let Some(o) = out.get_mut((frame * nz + z) * nxy + idx) {
+                    *o = libm::round(hu).clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16;
+                }
+            }
+        }
+    }
+    let shift = case.dynamic.motion_shift_px.min(nx.saturating_sub(1));
+    if shift > 0 {
+        // Head motion: from frame 2/3 on, every row moves `shift` pixels towards +x.
+        for plane in out.chunks_mut(nxy).skip(nz * (2 * nt / 3)) {
+            for row in plane.chunks_mut(nx) {
+                row.copy_within(0..nx - shift, shift);
+                let edge = row[shift];
+                row[..shift].iter_mut().for_each(|v| *v = edge);
             }
         }
     }

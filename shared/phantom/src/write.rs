@@ -183,6 +183,20 @@ fn case_json(c: &CaseSummary) -> Value {
 
 /// The summary as JSON (the content of `phantom_truth.json`), with the options used.
 pub fn summary_json(summary: &DatasetSummary, opts: &DatasetOptions) -> Value {
+    let mut value = classic_summary_json(summary, opts);
+    // Only non-classic series are named, so classic datasets keep their bytes.
+    if opts.dynamic.exact
+        && let Some(options) = value.get_mut("options").and_then(Value::as_object_mut)
+    {
+        options.insert(
+            "dynamic".into(),
+            serde_json::to_value(opts.dynamic).unwrap_or(Value::Null),
+        );
+    }
+    value
+}
+
+fn classic_summary_json(summary: &DatasetSummary, opts: &DatasetOptions) -> Value {
     json!({
         "generator": "strokeseg phantom",
         "seed": summary.seed,

@@ -5,10 +5,10 @@
 //! at least [`ArterialRule::min_peak_hu`] and is at least [`ArterialRule::min_fwhm_s`] wide)
 //! to two fixed-size sets of [`ArterialRule::candidates`] entries each:
 //! - AIF: early, high, narrow peaks, score `peak / (fwhm · time to peak after arrival)`;
-//! - VOF: late, large boluses, score `area · time to peak after arrival`.
+//! - VOF: late, high boluses, score `peak · time to peak after arrival`.
 //!
 //! [`ArterialSearch::finish`] averages the best AIF candidates that peak together (within
-//! [`AIF_PEAK_SPREAD_FRAMES`]) and the largest VOF candidates that peak at least
+//! [`AIF_PEAK_SPREAD_FRAMES`]) and the best VOF candidates that peak at least
 //! [`VOF_MIN_LAG_S`] after the AIF, then scales the AIF by `∫VOF / ∫AIF` (≥ 1): a sinus is
 //! wide enough to be free of partial volume, an artery in a 5 mm slice is not, and the
 //! indicator's area is the same in both (Mouridsen et al. 2006, MRM 55:524; the VOF
@@ -231,8 +231,11 @@ impl ArterialSearch {
             shape,
             raw_hu,
         );
+        // Ranked by peak, not area: a curve's area carries its baseline error times the
+        // acquisition length, and ranking by it picks voxels whose baseline noise happened
+        // to be low (overestimating the partial-volume scale).
         self.vof
-            .offer(shape.area_hu_s * after_arrival_s, voxel, shape, raw_hu);
+            .offer(shape.peak_hu * after_arrival_s, voxel, shape, raw_hu);
     }
 
     /// Chooses the AIF and VOF; [`CoreError::NoBolus`] when no candidate (or their mean)

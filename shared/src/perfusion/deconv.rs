@@ -23,7 +23,7 @@ pub const OSTERGAARD_THRESHOLD: f32 = 0.2;
 /// Default oscillation-index limit for block-circulant SVD. Wu et al. 2003 define the index
 /// and pick its limit from simulations at their data's SNR; 0.1 is the value that works
 /// for CT perfusion noise (≈ 10 HU per frame) on the strokeseg phantom
-/// (`shared/io/tests/perfusion_fidelity.rs`).
+/// (`shared/phantom/tests/perfusion_fidelity.rs`).
 pub const DEFAULT_OSCILLATION_INDEX_MAX: f32 = 0.1;
 
 /// How residues are computed.

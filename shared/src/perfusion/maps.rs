@@ -109,6 +109,9 @@ pub struct SliceProcessor {
     ny: usize,
     basis: Basis<Vec<f32>>,
     baseline_window: super::curve::BaselineWindow,
+    /// Frames `[0, cbv_frames)` enter the CBV areas.
+    cbv_frames: usize,
+    /// Area of the AIF over those frames, HU·s.
     aif_area_hu_s: f32,
     vessel_peak_hu: f32,
     baseline: Vec<f32>,
@@ -145,6 +148,20 @@ impl SliceProcessor {
         let len = basis.residue_len();
         let nxy = nx * ny;
         let aif_peak = arterial.aif_hu.iter().copied().fold(0.0, f32::max);
+        let n = grid.n_frames;
+        let cbv_frames = if config.cbv_window_s > 0.0 {
+            let window = libm::ceilf(config.cbv_window_s / grid.dt_s) as usize;
+            (arterial.arrival_frame + window + 1).min(n)
+        } else {
+            n
+        };
+        if arterial.aif_hu.len() != n || area_hu_s(&arterial.aif_hu[..cbv_frames], grid.dt_s) <= 0.0
+        {
+            return Err(CoreError::NoBolus {
+                aif_peak_hu: aif_peak,
+                min_peak_hu: config.arterial.min_peak_hu,
+            });
+        }
         Ok(SliceProcessor {
             config,
             grid,
@@ -152,7 +169,8 @@ impl SliceProcessor {
             ny,
             basis,
             baseline_window: arterial.baseline,
-            aif_area_hu_s: arterial.aif_area_hu_s,
+            cbv_frames,
+            aif_area_hu_s: area_hu_s(&arterial.aif_hu[..cbv_frames], grid.dt_s),
             vessel_peak_hu: (config.mask.vessel_peak_fraction * aif_peak).max(MIN_VESSEL_PEAK_HU),
             baseline: vec![0.0; nxy],
             smooth_baseline: vec![0.0; nxy],
@@ -262,8 +280,8 @@ impl SliceProcessor {
             if self.config.temporal_smoothing {
                 smooth_temporal(&mut self.curve);
             }
-            let cbv =
-                f64::from(area_hu_s(&self.curve, dt) / self.aif_area_hu_s) * CBV_PER_AREA_RATIO;
+            let cbv = f64::from(area_hu_s(&self.curve[..self.cbv_frames], dt) / self.aif_area_hu_s)
+                * CBV_PER_AREA_RATIO;
             if cbv > f64::from(rule.max_cbv_ml_100g) {
                 self.mask[v] = 0;
                 continue;

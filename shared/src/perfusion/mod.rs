@@ -99,6 +99,12 @@ pub struct PerfusionConfig {
     /// Seconds between the end of the baseline and the detected arrival of the AIF (10 %
     /// of its peak).
     pub baseline_margin_s: f32,
+    /// CBV integrates tissue and AIF from the first frame to this long after the AIF's
+    /// arrival, s (0: the whole acquisition). A voxel's baseline error (frame noise / √ of
+    /// a few baseline frames) enters the area once per second integrated, so integrating
+    /// the first pass only (Tmax + a few MTT) keeps CBV's noise down; tissue still
+    /// enhancing at the window's end (very late arrival) is underestimated.
+    pub cbv_window_s: f32,
     /// Which voxels are tissue.
     pub mask: maps_rule::TissueMaskRule,
     /// How the AIF and VOF are chosen.
@@ -113,9 +119,10 @@ impl Default for PerfusionConfig {
         PerfusionConfig {
             method: DeconvolutionMethod::default(),
             temporal_smoothing: true,
-            spatial_sigma_px: 1.5,
+            spatial_sigma_px: 3.5,
             skip_frames: 0,
             baseline_margin_s: 1.5,
+            cbv_window_s: 35.0,
             mask: maps_rule::TissueMaskRule::default(),
             arterial: maps_rule::ArterialRule::default(),
             motion_factor: 2.5,
@@ -135,6 +142,9 @@ impl PerfusionConfig {
         }
         if !(self.baseline_margin_s.is_finite() && self.baseline_margin_s >= 0.0) {
             return bad("baseline_margin_s must be finite and ≥ 0");
+        }
+        if !(self.cbv_window_s.is_finite() && self.cbv_window_s >= 0.0) {
+            return bad("cbv_window_s must be finite and ≥ 0");
         }
         if !(self.motion_factor.is_finite() && self.motion_factor > 1.0) {
             return bad("motion_factor must be > 1");
@@ -227,7 +237,7 @@ pub mod maps_rule {
             ArterialRule {
                 candidates: 64,
                 aif_voxels: 8,
-                vof_voxels: 4,
+                vof_voxels: 8,
                 min_peak_hu: 50.0,
                 min_fwhm_s: 3.0,
                 baseline_hu: (-20.0, 120.0),
