@@ -8,6 +8,7 @@
 //! compared as they are and, for CBF and CBV, also at the computed maps' resolution (the
 //! same masked gaussian the computation applies to the series, applied to the true map).
 //! `STROKESEG_PERFUSION_REPORT=1` prints the figures (BENCHMARKS.md).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 

@@ -21,6 +21,10 @@ pub const HEAD_MIN_HU: f32 = -500.0;
 /// σ of the smoothing of the baseline image before the tissue thresholds, pixels (the
 /// baseline of one voxel carries the frame noise / √frames).
 pub const BASELINE_SIGMA_PX: f32 = 1.0;
+/// Smallest frame-to-frame jump (mean |ΔHU| over the head, above the typical change) that
+/// counts as motion, HU: about one frame's noise; in a low-noise series the bolus passing
+/// through vessels alone changes the mean by a few HU between frames.
+pub const MIN_FRAME_JUMP_HU: f32 = 10.0;
 /// Peak enhancement above which a voxel is a vessel whatever the AIF, HU.
 pub const MIN_VESSEL_PEAK_HU: f32 = 40.0;
 
@@ -43,7 +47,8 @@ pub struct SliceMaps<'a> {
 
 /// Checks a slice of frames before anything is computed from it: every value finite, and
 /// no frame that jumps from the previous one by more than `motion_factor` times the
-/// slice's median frame-to-frame change (mean |ΔHU| over head voxels). `diffs` is scratch
+/// slice's median frame-to-frame change (mean |ΔHU| over head voxels) and by at least
+/// [`MIN_FRAME_JUMP_HU`] more than it. `diffs` is scratch
 /// of `n_frames` values.
 pub fn check_slice(
     slice_idx: usize,
@@ -88,7 +93,7 @@ pub fn check_slice(
     sorted.sort_by(f32::total_cmp);
     let typical = sorted[sorted.len() / 2];
     for (k, &d) in diffs.iter().enumerate().skip(1) {
-        if d > motion_factor * typical && d > typical + 1.0 {
+        if d > motion_factor * typical && d > typical + MIN_FRAME_JUMP_HU {
             return Err(CoreError::FrameJump {
                 slice_idx,
                 frame_idx: k,
