@@ -9,6 +9,7 @@
 
 pub mod attr;
 mod config;
+pub mod derived;
 mod error;
 pub mod geometry;
 pub mod read;
