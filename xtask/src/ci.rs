@@ -97,6 +97,11 @@ const STEPS: &[Step] = &[
         },
     },
     Step {
+        name: "dicom",
+        about: "strokeseg-dicom against dcmtk and dicom3tools (installs them), pydicom reads the outputs",
+        run: crate::dicom::run,
+    },
+    Step {
         name: "demo",
         about: "the README's first command (dev profile, the test step's binary): strokeseg-edge demo",
         run: readme_demo,

@@ -18,6 +18,7 @@
 mod ci;
 mod cross;
 mod default_model;
+mod dicom;
 mod gpu;
 mod hil;
 mod libtorch;

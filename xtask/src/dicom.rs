@@ -1,0 +1,94 @@
+//! `cargo xtask ci dicom`: the DICOM node (`strokeseg-dicom`) against real peers, not mocks.
+//!
+//! 1. Debian's `dcmtk` (`storescu`, `storescp`, `echoscu`, `dcmdump`) and `dicom3tools`
+//!    (`dciodvfy`) are installed with apt-get when missing (as root).
+//! 2. `cargo test -p strokeseg-dicom` runs with `STROKESEG_DICOM_TOOLS=required`, so a test
+//!    that would skip for a missing tool fails instead; the tests start the tools themselves
+//!    on 127.0.0.1 with free ports (storescu → our SCP, incl. `kill -9`; our SCU → storescp,
+//!    the received SEG through dciodvfy). The objects storescp received are kept in
+//!    `target/tmp/dicom-check/`.
+//! 3. Those SEG, SC and SR files are loaded with pydicom (`tests/scripts/check_dicom.py`,
+//!    pydicom in `.cache/venv-dicom`); skipped, saying so, when pip cannot install it.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::process;
+
+/// The programs the tests start, and the Debian packages that have them.
+const PROGRAMS: &[&str] = &["storescu", "storescp", "echoscu", "dcmdump", "dciodvfy"];
+const PACKAGES: &[&str] = &["dcmtk", "dicom3tools"];
+
+/// Runs the step.
+pub fn run(root: &Path) -> Result<()> {
+    ensure_tools_installed(root)?;
+    let keep = std::path::absolute(
+        crate::cross::target_dir(root)
+            .join("tmp")
+            .join("dicom-check"),
+    )?;
+    let line = "cargo test -p strokeseg-dicom (STROKESEG_DICOM_TOOLS=required)";
+    println!("$ {line}");
+    let status = Command::new("cargo")
+        .args(["test", "-p", "strokeseg-dicom"])
+        .env("STROKESEG_DICOM_TOOLS", "required")
+        .env("STROKESEG_DICOM_KEEP", &keep)
+        .current_dir(root)
+        .status()
+        .context("could not start cargo")?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    let Some(python) = process::python_venv(
+        root,
+        ".cache/venv-dicom",
+        &["pydicom"],
+        "import pydicom",
+        "dicom pydicom check",
+    ) else {
+        return Ok(());
+    };
+    process::run(
+        root,
+        &python.to_string_lossy(),
+        &["tests/scripts/check_dicom.py", &keep.to_string_lossy()],
+    )
+}
+
+fn ensure_tools_installed(root: &Path) -> Result<()> {
+    let missing: Vec<&str> = PROGRAMS
+        .iter()
+        .copied()
+        .filter(|p| process::output(root, "sh", &["-c", &format!("command -v {p}")]).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "dicom: {} missing; installing {}",
+        missing.join(", "),
+        PACKAGES.join(" ")
+    );
+    let is_root = process::output(root, "id", &["-u"]).is_some_and(|id| id.trim() == "0");
+    if !is_root {
+        bail!(
+            "{} missing and not root: install Debian's {} (apt-get install -y {})",
+            missing.join(", "),
+            PACKAGES.join(" and "),
+            PACKAGES.join(" ")
+        );
+    }
+    process::run(root, "apt-get", &["update"])?;
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(PACKAGES)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("could not start apt-get")?;
+    if !status.success() {
+        bail!("apt-get install {} failed ({status})", PACKAGES.join(" "));
+    }
+    Ok(())
+}
