@@ -24,24 +24,22 @@ use anyhow::{Context, Result, bail};
 use strokeseg_edge::model::SegModel;
 use strokeseg_edge::report::Method;
 use strokeseg_edge::segment::{SegmentOptions, segment_to_dir};
+use strokeseg_edge::segmenter::Segmenter;
 use strokeseg_model::fixture::{FixtureOptions, Precision, fixture_model};
 use strokeseg_phantom::DatasetOptions;
 
 /// Peak resident set size of this process, KiB (`VmHWM`).
 fn peak_rss_kib() -> Result<u64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/self/status")
+    strokeseg_edge::report::peak_rss_kib().context("no VmHWM in /proc/self/status")
 }
 
 /// Child: segments `case` `reps` times and prints one JSON line of figures.
 fn child(case: &Path, method: &str, model: Option<&Path>, out: &Path, reps: usize) -> Result<()> {
     let t = Instant::now();
-    let mut model = model.map(SegModel::from_path).transpose()?;
+    let mut model = model
+        .map(SegModel::from_path)
+        .transpose()?
+        .map(Segmenter::from);
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
     let method = if method == "model" {
         Method::Model

@@ -11,7 +11,9 @@
 //!
 //! [segment]
 //! method = "model"              # or "threshold"
-//! # model = "/opt/strokeseg/model.onnx"   # default: the model embedded in the binary
+//! # model = "/opt/strokeseg/model.onnx"   # default: the model embedded in the binary;
+//! #                                        # a list of files is an ensemble
+//! # tta = "flip"                # test-time augmentation: "none" (default) or "flip"
 //! alert_threshold_ml = 70.0
 //!
 //! [pins]                        # omit for no pins
@@ -28,6 +30,21 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::EdgeError;
+use crate::segmenter::Tta;
+
+/// `model = "a.onnx"` or `model = ["a.onnx", "b.onnx"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(path) => vec![path],
+        OneOrMany::Many(paths) => paths,
+    })
+}
 use crate::report::Method;
 use crate::segment::DEFAULT_ALERT_THRESHOLD_ML;
 use crate::status::PinConfig;
@@ -78,8 +95,12 @@ impl Default for WatchSection {
 pub struct SegmentSection {
     /// `model` or `threshold`.
     pub method: Method,
-    /// Model file; the embedded default model when absent.
-    pub model: Option<PathBuf>,
+    /// Model file, or a list of files averaged as an ensemble; the embedded default model
+    /// when absent or empty.
+    #[serde(deserialize_with = "one_or_many")]
+    pub model: Vec<PathBuf>,
+    /// Test-time augmentation.
+    pub tta: Tta,
     /// Lesion volume that raises the alert, mL.
     pub alert_threshold_ml: f64,
 }
@@ -88,7 +109,8 @@ impl Default for SegmentSection {
     fn default() -> Self {
         SegmentSection {
             method: Method::Model,
-            model: None,
+            model: Vec::new(),
+            tta: Tta::None,
             alert_threshold_ml: DEFAULT_ALERT_THRESHOLD_ML,
         }
     }

@@ -16,6 +16,7 @@ use crate::inspect::{StudySummary, inspect_study};
 use crate::model::{SegModel, embedded_model};
 use crate::report::{Method, Report};
 use crate::segment::{SegmentOptions, segment_to_dir};
+use crate::segmenter::Segmenter;
 use strokeseg_eval::CaseEvaluation;
 
 /// What the demo produced.
@@ -60,8 +61,16 @@ pub fn run_demo(
     let summary = inspect_study(&study_dir, &PreprocessConfig::default())?;
 
     let (method, mut model, note) = match (model, embedded_model()) {
-        (Some(path), _) => (Method::Model, Some(SegModel::from_path(path)?), None),
-        (None, Some(_)) => (Method::Model, Some(SegModel::embedded()?), None),
+        (Some(path), _) => (
+            Method::Model,
+            Some(Segmenter::from(SegModel::from_path(path)?)),
+            None,
+        ),
+        (None, Some(_)) => (
+            Method::Model,
+            Some(Segmenter::from(SegModel::embedded()?)),
+            None,
+        ),
         (None, None) => (
             Method::Threshold,
             None,

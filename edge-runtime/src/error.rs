@@ -27,6 +27,18 @@ pub enum ModelError {
         /// tract's error chain.
         reason: String,
     },
+    /// Two members of an ensemble do not take the same input or give the same output.
+    #[error(
+        "{other}: cannot be averaged with {first} in one ensemble: {what} (every member needs the same preprocessing, input shape, classes and postprocessing)"
+    )]
+    EnsembleMismatch {
+        /// The first member, whose contract the others must match.
+        first: String,
+        /// The member that differs.
+        other: String,
+        /// What differs.
+        what: String,
+    },
     /// Running the model on a slice failed.
     #[error("{source_name}: inference failed on slice {slice_idx}: {reason}")]
     Inference {

@@ -7,6 +7,8 @@
 //!
 //! - [`model`]: loading and validating a model (metadata contract, shapes), the embedded
 //!   default model;
+//! - [`segmenter`]: one model or an ensemble with flip test-time augmentation, averaging
+//!   lesion probabilities slice by slice;
 //! - [`segment`]: the two-pass, slice-by-slice pipeline and atomic publication of outputs;
 //! - [`report`], [`overlay`]: `report.json` and `overlay.png`;
 //! - [`status`]: busy/done/alert/fault pins over `embedded_hal::digital::OutputPin`;
@@ -24,6 +26,7 @@ pub mod model;
 pub mod overlay;
 pub mod report;
 pub mod segment;
+pub mod segmenter;
 pub mod status;
 pub mod watch;
 

@@ -17,11 +17,12 @@ use strokeseg_edge::config::EdgeConfig;
 use strokeseg_edge::demo::run_demo;
 use strokeseg_edge::evaluate::evaluate;
 use strokeseg_edge::inspect::{StudySummary, inspect_study};
-use strokeseg_edge::model::{SegModel, embedded_model_info, model_info};
+use strokeseg_edge::model::{embedded_model_info, model_info};
 use strokeseg_edge::report::{Method, Report};
 use strokeseg_edge::segment::{
     DEFAULT_ALERT_THRESHOLD_ML, SegmentOptions, segment_to_dir, with_status,
 };
+use strokeseg_edge::segmenter::{Segmenter, Tta};
 use strokeseg_edge::status::{PIN_LOG_TARGET, open_pins};
 use strokeseg_edge::watch::{Shutdown, WatchSettings, Watcher};
 use strokeseg_edge::{EdgeError, ModelError};
@@ -69,9 +70,14 @@ enum Command {
     Segment {
         /// The case folder.
         case: PathBuf,
-        /// ONNX model (default: the model embedded in this binary).
+        /// ONNX model (default: the model embedded in this binary); repeat it for an ensemble
+        /// that averages the models' lesion probabilities.
         #[arg(long)]
-        model: Option<PathBuf>,
+        model: Vec<PathBuf>,
+        /// Test-time augmentation: `flip` also runs each slice mirrored left–right and
+        /// averages (twice the inference time).
+        #[arg(long, value_enum, default_value_t = Tta::None)]
+        tta: Tta,
         /// Segmentation method.
         #[arg(long, value_enum, default_value_t = Method::Model)]
         method: Method,
@@ -101,9 +107,12 @@ enum Command {
         /// Segmentation method.
         #[arg(long, value_enum)]
         method: Option<Method>,
-        /// ONNX model (default: the embedded model).
+        /// ONNX model (default: the embedded model); repeat it for an ensemble.
         #[arg(long)]
-        model: Option<PathBuf>,
+        model: Vec<PathBuf>,
+        /// Test-time augmentation.
+        #[arg(long, value_enum)]
+        tta: Option<Tta>,
         /// Also accept study folders unchanged for this many seconds (0: READY marker only).
         #[arg(long)]
         settle_seconds: Option<u64>,
@@ -204,9 +213,9 @@ fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_model(path: Option<&Path>) -> Result<(SegModel, f64), EdgeError> {
+fn load_model(paths: &[PathBuf], tta: Tta) -> Result<(Segmenter, f64), EdgeError> {
     let t = Instant::now();
-    let model = SegModel::from_path_or_embedded(path)?;
+    let model = Segmenter::load(paths, tta)?;
     Ok((model, t.elapsed().as_secs_f64() * 1000.0))
 }
 
@@ -226,6 +235,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Segment {
             case,
             model,
+            tta,
             method,
             out,
             alert_threshold_ml,
@@ -256,7 +266,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 };
                 let mut model = match method {
                     Method::Model => {
-                        let (m, ms) = load_model(model.as_deref())?;
+                        let (m, ms) = load_model(&model, tta)?;
                         options.load_model_ms = ms;
                         Some(m)
                     }
@@ -275,6 +285,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             root,
             method,
             model,
+            tta,
             settle_seconds,
             poll_ms,
             alert_threshold_ml,
@@ -293,8 +304,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             if let Some(m) = method {
                 cfg.segment.method = m;
             }
-            if model.is_some() {
+            if !model.is_empty() {
                 cfg.segment.model = model;
+            }
+            if let Some(t) = tta {
+                cfg.segment.tta = t;
             }
             if let Some(s) = settle_seconds {
                 cfg.watch.settle_seconds = s;
@@ -313,7 +327,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             let mut status = open_pins(&cfg.pins)?;
             let model = match cfg.segment.method {
-                Method::Model => match load_model(cfg.segment.model.as_deref()) {
+                Method::Model => match load_model(&cfg.segment.model, cfg.segment.tta) {
                     Ok((m, ms)) => {
                         tracing::info!(
                             model = %m.metadata().name,

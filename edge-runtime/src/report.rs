@@ -9,6 +9,7 @@ use strokeseg_shared::perfusion_rule::{CoreRule, HealthyReference};
 use strokeseg_shared::postprocess::{ComponentStats, PostprocessConfig};
 
 use crate::EdgeError;
+use crate::segmenter::{MemberSummary, Tta};
 
 /// Version of the report layout.
 pub const REPORT_VERSION: u32 = 1;
@@ -56,6 +57,17 @@ pub struct ModelSummary {
     pub source: String,
     /// Postprocessing applied (from the metadata).
     pub postprocess: PostprocessConfig,
+    /// The members of an ensemble whose probabilities were averaged (absent for one model;
+    /// `sha256` above is then the SHA-256 of their hashes, one per line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberSummary>,
+    /// Test-time augmentation (absent: none).
+    #[serde(default, skip_serializing_if = "is_no_tta")]
+    pub tta: Tta,
+}
+
+fn is_no_tta(tta: &Tta) -> bool {
+    *tta == Tta::None
 }
 
 /// The threshold rule and the healthy reference it used.
@@ -142,6 +154,20 @@ pub struct Timings {
     /// A model run: the threshold rule beside it (both passes), included in `total_ms`.
     #[serde(default)]
     pub rule_ms: f64,
+    /// Peak resident memory of the process when the report was made (Linux `VmHWM`), KiB;
+    /// absent where the OS does not say. For a daemon it covers every study so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Peak resident set size of this process so far, KiB (`VmHWM` of `/proc/self/status`);
+/// `None` off Linux or when it cannot be read.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The alert decision.

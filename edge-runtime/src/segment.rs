@@ -34,12 +34,12 @@ use strokeseg_shared::stats::{LogHistogram, VolumeStats};
 use strokeseg_shared::{Modality, PreprocessConfig};
 
 use crate::EdgeError;
-use crate::model::SegModel;
 use crate::overlay::MontageWriter;
 use crate::report::{
     Alert, DisagreementMargin, MASK_FILE, Method, ModelSummary, OUTPUT_FILES, OVERLAY_FILE,
     REPORT_FILE, Report, RuleComparison, ThresholdSummary, Timings,
 };
+use crate::segmenter::Segmenter;
 
 /// Default alert threshold: the DEFUSE 3 core volume limit, mL.
 pub const DEFAULT_ALERT_THRESHOLD_ML: f64 = 70.0;
@@ -204,7 +204,7 @@ fn display_range(hist: Option<&LogHistogram>) -> (f32, f32) {
 pub fn segment_study(
     case_dir: &Path,
     method: Method,
-    model: Option<&mut SegModel>,
+    model: Option<&mut Segmenter>,
     options: &SegmentOptions,
     staging: &Path,
     cancel: &AtomicBool,
@@ -284,6 +284,7 @@ pub fn segment_study(
     timings.write_ms += elapsed_ms(t_write);
     timings.total_ms = elapsed_ms(t_total);
     timings.inference_per_slice_ms = timings.inference_ms / n_slices.max(1) as f64;
+    timings.peak_rss_kib = crate::report::peak_rss_kib();
     let case = case_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -406,7 +407,7 @@ fn core_error(case_dir: &Path, source: strokeseg_shared::CoreError) -> EdgeError
 
 fn run_model(
     case_dir: &Path,
-    model: &mut SegModel,
+    model: &mut Segmenter,
     options: &SegmentOptions,
     staging: &Path,
     cancel: &AtomicBool,
@@ -457,7 +458,7 @@ fn run_model(
     let n = geom.len();
     let (w, h) = map.model_size();
     let mut input = vec![0f32; model.input_len()];
-    let mut logits = vec![0f32; model.n_classes() * w * h];
+    let mut prob = vec![0f32; w * h];
     let mut mask = vec![0u8; n];
     let mut rule_mask = vec![0u8; n];
     let (mut rule_voxels, mut both_voxels) = (0u64, 0u64);
@@ -470,12 +471,12 @@ fn run_model(
         timings.preprocess_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        model.run_slice(z, &input, &mut logits)?;
+        model.lesion_probability(z, &input, &mut prob)?;
         timings.inference_ms += elapsed_ms(t);
 
         let t = Instant::now();
         let c = masker
-            .mask(&logits, model.n_classes(), preparer.brain_mask(), &mut mask)
+            .mask_probability(&prob, preparer.brain_mask(), &mut mask)
             .map_err(|e| match e {
                 SliceMaskError::Postprocess(e) => EdgeError::from(e),
                 SliceMaskError::Grid(e) => core_error(case_dir, e),
@@ -514,10 +515,12 @@ fn run_model(
         model: Some(ModelSummary {
             name: meta.name.clone(),
             version: meta.version.clone(),
-            precision: meta.precision.clone(),
-            sha256: model.sha256().to_owned(),
-            source: model.source().to_owned(),
+            precision: model.precision(),
+            sha256: model.sha256(),
+            source: model.source(),
             postprocess: post,
+            members: model.member_summaries(),
+            tta: model.tta(),
         }),
         threshold: None,
         rule: rule.map(|pass| RuleTally {
@@ -720,7 +723,7 @@ fn run_threshold(
 pub fn segment_to_dir(
     case_dir: &Path,
     method: Method,
-    model: Option<&mut SegModel>,
+    model: Option<&mut Segmenter>,
     options: &SegmentOptions,
     out_dir: &Path,
     cancel: &AtomicBool,
@@ -739,7 +742,7 @@ pub fn segment_to_dir(
 pub fn segment_to_dir_with_status(
     case_dir: &Path,
     method: Method,
-    model: Option<&mut SegModel>,
+    model: Option<&mut Segmenter>,
     options: &SegmentOptions,
     out_dir: &Path,
     cancel: &AtomicBool,

@@ -33,9 +33,9 @@ use strokeseg_io::atomic::write_atomically;
 
 use crate::EdgeError;
 use crate::config::WatchDirs;
-use crate::model::SegModel;
 use crate::report::{Method, REPORT_FILE};
 use crate::segment::{SegmentOptions, StagingDir, segment_study};
+use crate::segmenter::Segmenter;
 use crate::status::StatusSink;
 
 /// Name of the error file written into a failed study.
@@ -180,7 +180,7 @@ fn newest_mtime(dir: &Path, depth: usize) -> Option<SystemTime> {
 /// The inbox daemon.
 pub struct Watcher {
     settings: WatchSettings,
-    model: Option<SegModel>,
+    model: Option<Segmenter>,
     status: Box<dyn StatusSink + Send>,
     shutdown: Shutdown,
 }
@@ -190,7 +190,7 @@ impl Watcher {
     /// [`Method::Model`].
     pub fn new(
         settings: WatchSettings,
-        model: Option<SegModel>,
+        model: Option<Segmenter>,
         status: Box<dyn StatusSink + Send>,
         shutdown: Shutdown,
     ) -> Result<Watcher, EdgeError> {
@@ -394,7 +394,7 @@ impl Watcher {
     }
 
     /// The daemon's model, if any.
-    pub fn model(&self) -> Option<&SegModel> {
+    pub fn model(&self) -> Option<&Segmenter> {
         self.model.as_ref()
     }
 }

@@ -12,6 +12,7 @@ use common::*;
 use strokeseg_edge::model::SegModel;
 use strokeseg_edge::report::{DisagreementMargin, MASK_FILE, Method, Report};
 use strokeseg_edge::segment::{SegmentOptions, segment_to_dir};
+use strokeseg_edge::segmenter::Segmenter;
 use strokeseg_io::NiftiVolumeReader;
 
 fn segment(
@@ -21,7 +22,7 @@ fn segment(
     options: &SegmentOptions,
     out: &Path,
 ) -> Report {
-    let mut model = model.map(|p| SegModel::from_path(p).unwrap());
+    let mut model = model.map(|p| Segmenter::from(SegModel::from_path(p).unwrap()));
     segment_to_dir(
         case,
         method,
@@ -158,7 +159,7 @@ fn the_disagreement_warning_follows_the_margin() {
         },
         ..SegmentOptions::default()
     };
-    let mut m = SegModel::from_path(&model).unwrap();
+    let mut m = Segmenter::from(SegModel::from_path(&model).unwrap());
     let out = dir.path().join("invalid");
     let err = segment_to_dir(
         &case,

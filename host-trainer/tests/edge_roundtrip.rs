@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicBool;
 use strokeseg_edge::model::SegModel;
 use strokeseg_edge::report::{MASK_FILE, Method, OVERLAY_FILE, REPORT_FILE, Report};
 use strokeseg_edge::segment::{SegmentOptions, segment_to_dir};
+use strokeseg_edge::segmenter::Segmenter;
 use strokeseg_eval::evaluate_case;
 use strokeseg_io::{CaseFiles, NiftiVolumeReader, ReadLimits, read_header};
 use strokeseg_shared::Modality;
@@ -83,7 +84,7 @@ fn train(slices: &[PreparedSlice]) -> nn::VarStore {
 /// Segments `case` with the model file `model` into `out` through the edge's library entry
 /// point, checks the outputs against the CT and returns the report.
 fn segment_and_check(case: &Path, model: &Path, out: &Path) -> Report {
-    let mut seg = SegModel::from_path(model).unwrap();
+    let mut seg = Segmenter::from(SegModel::from_path(model).unwrap());
     let report = segment_to_dir(
         case,
         Method::Model,

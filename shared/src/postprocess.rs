@@ -13,7 +13,8 @@ pub enum PostprocessError {
     /// A buffer does not have the length the shape requires.
     #[error("{buffer} has length {got}, expected {expected}")]
     LengthMismatch {
-        /// Which buffer (`"logits"`, `"out_prob"`, `"out_mask"`, `"mask"`).
+        /// Which buffer (`"logits"`, `"out_prob"`, `"out_mask"`, `"mask"`, `"brain"`,
+        /// `"prob_model"`).
         buffer: &'static str,
         /// Length the shape requires.
         expected: usize,
@@ -497,12 +498,38 @@ impl SliceMasker {
         brain: &[u8],
         out: &mut [u8],
     ) -> Result<ComponentStats, SliceMaskError> {
-        let image = self.map.image();
-        check_len("brain", image.len(), brain.len())?;
+        check_len("brain", self.map.image().len(), brain.len())?;
         let plane = self.prob_model.len();
         lesion_probability_from_logits(logits, n_classes, plane, &mut self.prob_model)?;
         self.map
             .model_to_image_bilinear(&self.prob_model, 0.0, &mut self.prob_image)?;
+        self.threshold_and_clean(brain, out)
+    }
+
+    /// P(lesion) `[H, W]` on the model grid → lesion mask (0/1) on the image grid in `out`:
+    /// [`SliceMasker::mask`] after its softmax, for an ensemble or test-time augmentation
+    /// whose probability is the mean of several runs.
+    pub fn mask_probability(
+        &mut self,
+        prob_model: &[f32],
+        brain: &[u8],
+        out: &mut [u8],
+    ) -> Result<ComponentStats, SliceMaskError> {
+        check_len("brain", self.map.image().len(), brain.len())?;
+        check_len("prob_model", self.prob_model.len(), prob_model.len())?;
+        self.map
+            .model_to_image_bilinear(prob_model, 0.0, &mut self.prob_image)?;
+        self.threshold_and_clean(brain, out)
+    }
+
+    /// The image-grid probability in `prob_image` → thresholded, brain-restricted,
+    /// component-filtered mask in `out`.
+    fn threshold_and_clean(
+        &mut self,
+        brain: &[u8],
+        out: &mut [u8],
+    ) -> Result<ComponentStats, SliceMaskError> {
+        let image = self.map.image();
         threshold_mask(&self.prob_image, self.config.threshold, out)?;
         for (m, &b) in out.iter_mut().zip(brain) {
             *m &= u8::from(b != 0);
@@ -564,6 +591,44 @@ mod tests {
             masker.mask(&logits, 2, &brain[..10], &mut out),
             Err(SliceMaskError::Postprocess(
                 PostprocessError::LengthMismatch { .. }
+            ))
+        ));
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn slice_masker_from_a_probability_equals_the_mask_from_its_logits() {
+        use crate::preprocess::{GridMap, SliceGeometry};
+        let image = SliceGeometry {
+            nx: 12,
+            ny: 12,
+            spacing_x_mm: 1.0,
+            spacing_y_mm: 1.0,
+        };
+        let map = GridMap::with_target(image, 1.5, 8, 8).unwrap();
+        let mut masker = SliceMasker::new(map, PostprocessConfig::default());
+        // A smooth ramp of lesion margins crossing 0.5 in the middle of the grid.
+        let mut logits = [0.0f32; 2 * 64];
+        for i in 0..64 {
+            logits[64 + i] = (i % 8) as f32 - 3.5 + 0.3 * (i / 8) as f32;
+        }
+        let brain = [1u8; 144];
+        let (mut from_logits, mut from_prob) = ([0u8; 144], [0u8; 144]);
+        masker.mask(&logits, 2, &brain, &mut from_logits).unwrap();
+        let mut prob = [0.0f32; 64];
+        lesion_probability_from_logits(&logits, 2, 64, &mut prob).unwrap();
+        masker
+            .mask_probability(&prob, &brain, &mut from_prob)
+            .unwrap();
+        assert_eq!(from_logits, from_prob);
+        assert!(from_prob.contains(&1) && from_prob.contains(&0));
+        assert!(matches!(
+            masker.mask_probability(&prob[..63], &brain, &mut from_prob),
+            Err(SliceMaskError::Postprocess(
+                PostprocessError::LengthMismatch {
+                    buffer: "prob_model",
+                    ..
+                }
             ))
         ));
     }

@@ -234,6 +234,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &edge_bin,
         &model_dir.join("model.onnx"),
         &model_dir.join("model.int8.onnx"),
+        &crate::model_eval::Variants::default(),
         &work.join("families"),
         &eval_dir.join("families"),
     )?;

@@ -52,10 +52,20 @@ pub const SETS: [EvalSet; 2] = [
     },
 ];
 
-/// A method: fp32 model, int8 model or the threshold rule.
+/// A method: fp32 model, int8 model, an ensemble, with or without TTA, or the rule.
 struct Method {
-    name: &'static str,
+    name: String,
     args: Vec<String>,
+}
+
+/// Variants judged beside the fp32 model, the int8 model and the rule.
+#[derive(Debug, Clone, Default)]
+pub struct Variants {
+    /// Also the fp32 model with flip test-time augmentation (`fp32+flip`).
+    pub tta: bool,
+    /// Further members: the fp32 model and these as an ensemble (`ensemble`, and
+    /// `ensemble+flip` with `tta`).
+    pub members: Vec<PathBuf>,
 }
 
 /// What one method scored on one set.
@@ -81,12 +91,14 @@ pub struct Agreement {
     pub n_cases_compared: usize,
 }
 
-/// `cargo xtask evaluate-model [--model FILE] [--int8 FILE] [--work DIR] [--out DIR]`.
+/// `cargo xtask evaluate-model [--model FILE] [--int8 FILE] [--tta] [--member FILE]…
+/// [--work DIR] [--out DIR]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut model = root.join("models/default/model.onnx");
     let mut int8 = None;
     let mut work = crate::cross::target_dir(root).join("model-eval");
     let mut out = None;
+    let mut variants = Variants::default();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let mut value = |flag: &str| -> Result<PathBuf> {
@@ -100,17 +112,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "--int8" => int8 = Some(value("--int8")?),
             "--work" => work = value("--work")?,
             "--out" => out = Some(value("--out")?),
+            "--tta" => variants.tta = true,
+            "--member" => variants.members.push(value("--member")?),
             other => bail!(
-                "evaluate-model: unknown argument `{other}` (--model FILE, --int8 FILE, --work DIR, --out DIR)"
+                "evaluate-model: unknown argument `{other}` (--model FILE, --int8 FILE, --tta, --member FILE, --work DIR, --out DIR)"
             ),
         }
     }
     let int8 = int8.unwrap_or_else(|| model.with_file_name("model.int8.onnx"));
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let (model, int8, work) = (absolute(model), absolute(int8), absolute(work));
+    variants.members = variants.members.into_iter().map(absolute).collect();
     let out = absolute(out.unwrap_or_else(|| work.join("report")));
     let (train, edge) = build_tools(root)?;
-    evaluate(root, &train, &edge, &model, &int8, &work, &out)?;
+    evaluate(root, &train, &edge, &model, &int8, &variants, &work, &out)?;
     Ok(())
 }
 
@@ -126,31 +141,56 @@ pub fn build_tools(root: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((bin.join("strokeseg-train"), bin.join("strokeseg-edge")))
 }
 
-/// Judges `model` (and `int8`, if the file exists) and the threshold rule on every set of
-/// [`SETS`]; writes `out/model_eval.{json,md}` and the per-set reports under `out/`.
+/// Judges `model` (and `int8`, if the file exists, and the `variants`) and the threshold
+/// rule on every set of [`SETS`]; writes `out/model_eval.{json,md}` and the per-set reports
+/// under `out/`.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     root: &Path,
     train: &Path,
     edge: &Path,
     model: &Path,
     int8: &Path,
+    variants: &Variants,
     work: &Path,
     out: &Path,
 ) -> Result<(Vec<SetScore>, Vec<Agreement>)> {
     let started = Instant::now();
     let s = |p: &Path| p.to_string_lossy().into_owned();
+    let flip = || vec!["--tta".to_owned(), "flip".to_owned()];
+    let fp32_args = vec!["--model".to_owned(), s(model)];
     let mut methods = vec![Method {
-        name: "fp32",
-        args: vec!["--model".into(), s(model)],
+        name: "fp32".into(),
+        args: fp32_args.clone(),
     }];
+    if variants.tta {
+        methods.push(Method {
+            name: "fp32+flip".into(),
+            args: [fp32_args.clone(), flip()].concat(),
+        });
+    }
+    if !variants.members.is_empty() {
+        let mut args = fp32_args.clone();
+        for member in &variants.members {
+            args.extend(["--model".to_owned(), s(member)]);
+        }
+        let name = format!("ensemble of {}", variants.members.len() + 1);
+        if variants.tta {
+            methods.push(Method {
+                name: format!("{name}+flip"),
+                args: [args.clone(), flip()].concat(),
+            });
+        }
+        methods.push(Method { name, args });
+    }
     if int8.is_file() {
         methods.push(Method {
-            name: "int8",
+            name: "int8".into(),
             args: vec!["--model".into(), s(int8)],
         });
     }
     methods.push(Method {
-        name: "threshold",
+        name: "threshold".into(),
         args: vec!["--method".into(), "threshold".into()],
     });
     fs::create_dir_all(out).with_context(|| format!("could not create {}", out.display()))?;
@@ -179,7 +219,12 @@ pub fn evaluate(
         }
         let cases = case_names(&data)?;
         for method in &methods {
-            let pred = work.join(format!("pred-{}-{}", set.name, method.name));
+            let slug: String = method
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let pred = work.join(format!("pred-{}-{slug}", set.name));
             if pred.exists() {
                 fs::remove_dir_all(&pred)
                     .with_context(|| format!("could not remove {}", pred.display()))?;
@@ -193,7 +238,7 @@ pub fn evaluate(
                 cases.len(),
                 timer.elapsed().as_secs_f64()
             );
-            let report = out.join(format!("{}-{}", set.name, method.name));
+            let report = out.join(format!("{}-{slug}", set.name));
             // Inside the work folder with relative paths, so the per-case CSVs name
             // `data-…/case_N/…` and `pred-…/case_N/…`, not this machine's folders.
             let rel = |p: &Path| {
@@ -215,7 +260,7 @@ pub fn evaluate(
             )?;
             scores.push(score(
                 set.name,
-                method.name,
+                &method.name,
                 &report.join("evaluation_cases.csv"),
             )?);
         }
