@@ -286,13 +286,13 @@ pub fn validate_instance(
             ),
         });
     }
-    // Header first: the pixel module is checked before the pixel data is read.
-    let header = InstanceHeader::read(path)?;
-    header.check_pixel_module(limits)?;
+    // One parse: the file size bounds what it can allocate.
     let obj = open_file(path).map_err(|e| DicomError::Parse {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
+    let header = InstanceHeader::from_object(&obj, path)?;
+    header.check_pixel_module(limits)?;
     pixel_bytes(&obj, &header)?;
     Ok(header)
 }

@@ -470,6 +470,7 @@ struct Receiving {
     sop_instance_uid: String,
     tmp_path: PathBuf,
     file: Option<std::io::BufWriter<std::fs::File>>,
+    bytes: u64,
     error: Option<(u16, String)>,
 }
 
@@ -486,6 +487,9 @@ fn handle_association(
         reason,
     };
     let _ = stream.set_nonblocking(false);
+    // Responses are small writes after the peer's data: without this, Nagle's algorithm
+    // and the peer's delayed ACK add ~40 ms to every instance.
+    let _ = stream.set_nodelay(true);
     let allow = AllowList {
         calling: config.allowed_calling_ae_titles.clone(),
         peer,
@@ -575,6 +579,7 @@ fn handle_association(
                                         sop_instance_uid: s(tags::AFFECTED_SOP_INSTANCE_UID),
                                         tmp_path,
                                         file: None,
+                                        bytes: 0,
                                         error: None,
                                     };
                                     let ts = association
@@ -601,6 +606,19 @@ fn handle_association(
                                 tracing::warn!("data without a C-STORE command ignored");
                                 continue;
                             };
+                            r.bytes += pdv.data.len() as u64;
+                            if r.error.is_none() && r.bytes > config.limits.max_file_bytes {
+                                // Keep reading the rest of the instance, write none of it.
+                                r.file = None;
+                                let _ = std::fs::remove_file(&r.tmp_path);
+                                r.error = Some((
+                                    STATUS_OUT_OF_RESOURCES,
+                                    format!(
+                                        "instance larger than {} bytes",
+                                        config.limits.max_file_bytes
+                                    ),
+                                ));
+                            }
                             if r.error.is_none()
                                 && let Some(f) = r.file.as_mut()
                                 && let Err(e) = f.write_all(&pdv.data)

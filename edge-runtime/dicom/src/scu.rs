@@ -142,6 +142,9 @@ pub fn send_files_with(
     let mut association = options
         .establish_with(&dest.to_string())
         .map_err(|e| net(dest, format!("association: {e}")))?;
+    // Small command PDUs after large data: without this, Nagle and delayed ACKs add ~40 ms
+    // per instance.
+    let _ = association.inner_stream().set_nodelay(true);
     for (i, o) in objects.iter().enumerate() {
         let message_id = (i % 0xFFFF + 1) as u16;
         let result = send_one(&mut association, dest, o, message_id);

@@ -30,6 +30,7 @@ impl Pacs {
     fn start(bin: &Path, port: u16, out: &Path) -> Pacs {
         std::fs::create_dir_all(out).unwrap();
         let child = std::process::Command::new(bin)
+            .env("TCP_NODELAY", "1")
             .args(["-aet", "PACS", "-od"])
             .arg(out)
             .arg(port.to_string())

@@ -462,8 +462,10 @@ fn kill_9_during_reception_loses_no_acknowledged_instance() {
     wait_listening(&mut scp);
     let sender = {
         let (bin, port, sent) = (storescu_bin.clone(), port.clone(), sent.clone());
+        // Nagle left on (TCP_NODELAY=0): ~40 ms per instance, a wide window for the kill.
         std::thread::spawn(move || {
-            common::run(
+            common::run_with_nodelay(
+                false,
                 &bin,
                 &[
                     "-v",
