@@ -65,15 +65,30 @@ pub const TRAIN_ARGS: &[&str] = &[
     "2",
     "--quiet",
 ];
+/// Training seeds of the extra ensemble members: the same data, split and recipe as the
+/// shipped model (seed 2018), so the held-out fold stays unseen by every member.
+pub const MEMBER_SEEDS: &[&str] = &["2019", "2020"];
 /// The shipped model's folder, relative to the repo root.
 const MODEL_DIR: &str = "models/default";
+/// Where the members' fp32 models go (`seed-S.onnx`, `SHA256SUMS`), relative to the root.
+const MEMBER_DIR: &str = "models/default/ensemble";
 /// Model version written into the metadata.
 const MODEL_VERSION: &str = "2.0.0";
 
-/// `cargo xtask default-model [--work DIR] [--reuse-run]`.
+/// Whether `run_dir` holds a finished training run.
+fn is_finished(run_dir: &Path) -> bool {
+    run_dir
+        .join("checkpoints")
+        .join("last.safetensors")
+        .is_file()
+        && run_dir.join("evaluation.json").is_file()
+}
+
+/// `cargo xtask default-model [--work DIR] [--reuse-run] [--members-only]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut work = root.join("target").join("default-model");
     let mut reuse_run = false;
+    let mut members_only = false;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -81,8 +96,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 work = PathBuf::from(rest.next().context("--work needs a folder")?);
             }
             "--reuse-run" => reuse_run = true,
-            other => bail!("default-model: unknown argument `{other}` (--work DIR, --reuse-run)"),
+            "--members-only" => members_only = true,
+            other => bail!(
+                "default-model: unknown argument `{other}` (--work DIR, --reuse-run, --members-only)"
+            ),
         }
+    }
+    if members_only {
+        return members(root, &work);
     }
     // Every step below runs with the repo root or the work folder as its working directory.
     let work = std::path::absolute(&work)
@@ -90,17 +111,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let started = Instant::now();
     let (train_bin, _) = crate::model_eval::build_tools(root)?;
     let train = train_bin.to_string_lossy();
-    let template_dir = root.join(crate::templates::TEMPLATE_DIR);
     let data = work.join("data");
     let run_dir = work.join("run");
     let s = |p: &Path| p.to_string_lossy().into_owned();
 
-    let finished = run_dir
-        .join("checkpoints")
-        .join("last.safetensors")
-        .is_file()
-        && run_dir.join("evaluation.json").is_file();
-    if reuse_run && finished {
+    if reuse_run && is_finished(&run_dir) {
         println!(
             "default-model: reusing the finished run in {}",
             run_dir.display()
@@ -112,23 +127,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                     .with_context(|| format!("could not remove {}", dir.display()))?;
             }
         }
-        process::run(
-            root,
-            &train,
-            &[
-                "phantom",
-                "--out",
-                &s(&data),
-                "--cases",
-                PHANTOM_CASES,
-                "--seed",
-                PHANTOM_SEED,
-                "--family",
-                PHANTOM_FAMILY,
-                "--template-dir",
-                &s(&template_dir),
-            ],
-        )?;
+        generate_data(root, &train_bin, &data)?;
         let mut args = vec![
             "train".to_owned(),
             "--data".into(),
@@ -141,6 +140,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         args.extend(TRAIN_ARGS.iter().map(|a| (*a).to_owned()));
         process::run(root, &train, &args)?;
     }
+
+    let member_files = train_members(root, &train_bin, &data, &work, reuse_run)?;
 
     let model_dir = root.join(MODEL_DIR);
     process::run(
@@ -167,11 +168,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let eval_dir = model_dir.join("evaluation");
     fs::create_dir_all(&eval_dir)
         .with_context(|| format!("could not create {}", eval_dir.display()))?;
-    let methods: [(&str, Vec<String>); 3] = [
+    let mut ensemble_args = vec!["--model".to_owned(), s(&model_dir.join("model.onnx"))];
+    for member in &member_files {
+        ensemble_args.extend(["--model".to_owned(), s(member)]);
+    }
+    ensemble_args.extend(["--tta".to_owned(), "flip".to_owned()]);
+    let methods: [(&str, Vec<String>); 4] = [
         (
             "fp32",
             vec!["--model".into(), s(&model_dir.join("model.onnx"))],
         ),
+        ("ensemble-flip", ensemble_args),
         (
             "int8",
             vec!["--model".into(), s(&model_dir.join("model.int8.onnx"))],
@@ -234,7 +241,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &edge_bin,
         &model_dir.join("model.onnx"),
         &model_dir.join("model.int8.onnx"),
-        &crate::model_eval::Variants::default(),
+        &crate::model_eval::Variants {
+            tta: true,
+            members: member_files,
+        },
         &work.join("families"),
         &eval_dir.join("families"),
     )?;
@@ -245,6 +255,149 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         eval_dir.display()
     );
     Ok(())
+}
+
+/// `--members-only`: trains the ensemble members of [`MEMBER_SEEDS`] (the dataset is made
+/// if the work folder lacks it; finished member runs are reused), exports them into
+/// [`MEMBER_DIR`] and judges the shipped model, with flip TTA and as an ensemble with the
+/// members, on the phantom families. The shipped model itself is left as it is.
+fn members(root: &Path, work: &Path) -> Result<()> {
+    let work = std::path::absolute(work)
+        .with_context(|| format!("could not resolve {}", work.display()))?;
+    let started = Instant::now();
+    let (train_bin, edge_bin) = crate::model_eval::build_tools(root)?;
+    let data = work.join("data");
+    if !data.join("phantom_truth.json").is_file() {
+        generate_data(root, &train_bin, &data)?;
+    }
+    let member_files = train_members(root, &train_bin, &data, &work, true)?;
+    let model_dir = root.join(MODEL_DIR);
+    crate::model_eval::evaluate(
+        root,
+        &train_bin,
+        &edge_bin,
+        &model_dir.join("model.onnx"),
+        &model_dir.join("model.int8.onnx"),
+        &crate::model_eval::Variants {
+            tta: true,
+            members: member_files,
+        },
+        &work.join("families"),
+        &model_dir.join("evaluation").join("families"),
+    )?;
+    println!(
+        "default-model --members-only: done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The phantom dataset of the shipped model into `data`.
+fn generate_data(root: &Path, train: &Path, data: &Path) -> Result<()> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    process::run(
+        root,
+        &s(train),
+        &[
+            "phantom",
+            "--out",
+            &s(data),
+            "--cases",
+            PHANTOM_CASES,
+            "--seed",
+            PHANTOM_SEED,
+            "--family",
+            PHANTOM_FAMILY,
+            "--template-dir",
+            &s(&root.join(crate::templates::TEMPLATE_DIR)),
+        ],
+    )
+}
+
+/// Trains one member per seed of [`MEMBER_SEEDS`] on `data` into `work/run-seed-S` (reusing
+/// a finished run when `reuse` is set), exports each fp32 model to
+/// `MEMBER_DIR/seed-S.onnx` and writes `MEMBER_DIR/SHA256SUMS`; returns the files.
+fn train_members(
+    root: &Path,
+    train: &Path,
+    data: &Path,
+    work: &Path,
+    reuse: bool,
+) -> Result<Vec<PathBuf>> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let member_dir = root.join(MEMBER_DIR);
+    fs::create_dir_all(&member_dir)
+        .with_context(|| format!("could not create {}", member_dir.display()))?;
+    let mut files = Vec::new();
+    let mut sums = String::new();
+    for seed in MEMBER_SEEDS {
+        let run_dir = work.join(format!("run-seed-{seed}"));
+        if !(reuse && is_finished(&run_dir)) {
+            if run_dir.exists() {
+                fs::remove_dir_all(&run_dir)
+                    .with_context(|| format!("could not remove {}", run_dir.display()))?;
+            }
+            let timer = Instant::now();
+            let mut args = vec![
+                "train".to_owned(),
+                "--data".into(),
+                s(data),
+                "--patients".into(),
+                s(&data.join("patients.csv")),
+                "--out".into(),
+                s(&run_dir),
+            ];
+            args.extend(member_train_args(seed));
+            process::run(root, &s(train), &args)?;
+            println!(
+                "default-model: member seed {seed} trained in {:.0} s",
+                timer.elapsed().as_secs_f64()
+            );
+        }
+        let export_dir = work.join(format!("export-seed-{seed}"));
+        process::run(
+            root,
+            &s(train),
+            &[
+                "export",
+                "--run",
+                &s(&run_dir),
+                "--checkpoint",
+                "last",
+                "--out",
+                &s(&export_dir),
+                "--version",
+                &format!("{MODEL_VERSION}+seed.{seed}"),
+            ],
+        )?;
+        let file = member_dir.join(format!("seed-{seed}.onnx"));
+        let bytes = fs::read(export_dir.join("model.onnx"))
+            .with_context(|| format!("could not read the export in {}", export_dir.display()))?;
+        strokeseg_io::atomic::write_atomically(&file, &bytes)
+            .with_context(|| format!("could not write {}", file.display()))?;
+        sums.push_str(&format!(
+            "{}  seed-{seed}.onnx\n",
+            strokeseg_io::sha256_hex(&bytes)
+        ));
+        files.push(file);
+    }
+    let sums_path = member_dir.join("SHA256SUMS");
+    strokeseg_io::atomic::write_atomically(&sums_path, sums.as_bytes())
+        .with_context(|| format!("could not write {}", sums_path.display()))?;
+    Ok(files)
+}
+
+/// [`TRAIN_ARGS`] with the training seed replaced by `seed`.
+fn member_train_args(seed: &str) -> Vec<String> {
+    let mut args: Vec<String> = TRAIN_ARGS.iter().map(|a| (*a).to_owned()).collect();
+    if let Some(value) = args
+        .iter()
+        .position(|a| a == "--seed")
+        .and_then(|i| args.get_mut(i + 1))
+    {
+        *value = seed.to_owned();
+    }
+    args
 }
 
 /// The held-out cases recorded in the run's `run.json` (`split.val_cases`).
@@ -264,4 +417,19 @@ fn held_out_cases(run_dir: &Path) -> Result<Vec<String>> {
         bail!("{} holds out no cases", path.display());
     }
     Ok(cases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_train_with_the_shipped_recipe_and_only_their_own_seed() {
+        let args = member_train_args("2019");
+        let shipped: Vec<String> = TRAIN_ARGS.iter().map(|a| (*a).to_owned()).collect();
+        assert_eq!(args.len(), shipped.len());
+        let differing: Vec<(&String, &String)> =
+            args.iter().zip(&shipped).filter(|(a, b)| a != b).collect();
+        assert_eq!(differing, [(&"2019".to_owned(), &"2018".to_owned())]);
+    }
 }
