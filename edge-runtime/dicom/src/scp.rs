@@ -78,10 +78,15 @@ pub struct ScpConfig {
     pub limits: InstanceLimits,
     /// A silent peer is dropped after this long, seconds.
     pub read_timeout_s: u64,
+    /// A study is complete when nothing arrived for this long, seconds.
+    pub idle_seconds: u64,
+    /// Associations served at once; more are rejected (transiently) until one ends.
+    pub max_associations: usize,
 }
 
 impl ScpConfig {
-    /// A config with the defaults: PDUs of 64 KiB, 60 s read timeout, default limits.
+    /// A config with the defaults: PDUs of 64 KiB, 60 s read timeout, studies complete after
+    /// 30 s idle, 8 associations at once, default limits.
     pub fn new(ae_title: &str, listen: SocketAddr, allowed: &[&str], spool_dir: &Path) -> Self {
         ScpConfig {
             ae_title: ae_title.into(),
@@ -92,6 +97,8 @@ impl ScpConfig {
             max_pdu_length: 65_536,
             limits: InstanceLimits::default(),
             read_timeout_s: 60,
+            idle_seconds: 30,
+            max_associations: 8,
         }
     }
 
@@ -293,6 +300,7 @@ struct AllowList {
     calling: Vec<String>,
     peer: SocketAddr,
     peer_allowed: bool,
+    busy: bool,
     events: Option<std::sync::mpsc::Sender<ScpEvent>>,
 }
 
@@ -309,6 +317,11 @@ impl AccessControl for AllowList {
             (
                 Err(AssociationRJServiceUserReason::NoReasonGiven),
                 "peer address not on the allow-list".to_owned(),
+            )
+        } else if self.busy {
+            (
+                Err(AssociationRJServiceUserReason::NoReasonGiven),
+                "too many associations at once".to_owned(),
             )
         } else if called_ae_title.trim() != this_ae_title.trim() {
             (
@@ -347,6 +360,7 @@ pub struct StorageScp {
     spool: Spool,
     events: Option<std::sync::mpsc::Sender<ScpEvent>>,
     counter: Arc<AtomicU64>,
+    active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl StorageScp {
@@ -364,6 +378,7 @@ impl StorageScp {
             spool,
             events: None,
             counter: Arc::new(AtomicU64::new(0)),
+            active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
 
@@ -386,6 +401,13 @@ impl StorageScp {
         &self.spool
     }
 
+    /// The studies complete at `now` (nothing arrived for `idle_seconds`), moved to the
+    /// spool's `complete/` ([`Spool::take_complete`]).
+    pub fn take_complete(&self, now: SystemTime) -> Result<Vec<PathBuf>, DicomError> {
+        self.spool
+            .take_complete(Duration::from_secs(self.config.idle_seconds), now)
+    }
+
     /// Accepts associations until `stop` is set, one thread per association.
     pub fn serve(&self, stop: &AtomicBool) -> Result<(), DicomError> {
         let addr = self.local_addr()?;
@@ -403,6 +425,9 @@ impl StorageScp {
                     let spool = self.spool.clone();
                     let events = self.events.clone();
                     let counter = Arc::clone(&self.counter);
+                    let active = Arc::clone(&self.active);
+                    let busy =
+                        active.fetch_add(1, Ordering::SeqCst) >= self.config.max_associations;
                     std::thread::spawn(move || {
                         if let Err(e) = handle_association(
                             stream,
@@ -411,9 +436,11 @@ impl StorageScp {
                             &spool,
                             events.as_ref(),
                             &counter,
+                            busy,
                         ) {
                             tracing::warn!(%peer, error = %e, "association ended with an error");
                         }
+                        active.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -481,6 +508,7 @@ fn handle_association(
     spool: &Spool,
     events: Option<&std::sync::mpsc::Sender<ScpEvent>>,
     counter: &AtomicU64,
+    busy: bool,
 ) -> Result<(), DicomError> {
     let net = |reason: String| DicomError::Network {
         peer: peer.to_string(),
@@ -494,6 +522,7 @@ fn handle_association(
         calling: config.allowed_calling_ae_titles.clone(),
         peer,
         peer_allowed: config.allowed_peers.is_empty() || config.allowed_peers.contains(&peer.ip()),
+        busy,
         events: events.cloned(),
     };
     let mut options = ServerAssociationOptions::new()

@@ -244,3 +244,59 @@ fn site_patterns_override_the_defaults() {
         "Perf_F_42"
     );
 }
+
+#[test]
+fn a_latin1_patient_name_reaches_the_seg_as_utf8() {
+    use strokeseg_dicom::derived::{DerivedOptions, Provenance, write_segmentation};
+    let case = common::small_case();
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_phantom_study(&case, dir.path(), &PhantomSeriesOptions::default()).unwrap();
+    for s in &written.series {
+        for f in &s.files {
+            edit(f, |o| {
+                attr::put_str(o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100");
+                attr::put_str(o, tags::PATIENT_NAME, VR::PN, "Müller^Jörg");
+            });
+        }
+    }
+    // The source really is ISO 8859-1 on disk.
+    let raw = std::fs::read(&written.series[0].files[0]).unwrap();
+    assert!(
+        raw.windows(4).any(|w| w == b"M\xfcll"),
+        "not ISO 8859-1 on disk"
+    );
+    let study = DicomStudy::from_dir(dir.path(), &RecognizerConfig::default()).unwrap();
+    assert_eq!(study.attributes.patient_name, "Müller^Jörg");
+    let ct = study.find(&SeriesKind::PlainCt).unwrap();
+    let mask = vec![0u8; case.slice_voxels() * case.n_slices()];
+    let provenance = Provenance {
+        model_name: "m".into(),
+        model_version: "1".into(),
+        model_sha256: "0".repeat(64),
+        software_version: "0".into(),
+        not_for_diagnostic_use: true,
+    };
+    let seg = write_segmentation(
+        &dir.path().join("seg.dcm"),
+        ct,
+        &study.attributes,
+        &mask,
+        &provenance,
+        &DerivedOptions::default(),
+    )
+    .unwrap();
+    let obj = dicom_object::open_file(&seg.path).unwrap();
+    assert_eq!(
+        attr::opt_str(&obj, tags::SPECIFIC_CHARACTER_SET).unwrap(),
+        "ISO_IR 192"
+    );
+    assert_eq!(
+        attr::opt_str(&obj, tags::PATIENT_NAME).unwrap(),
+        "Müller^Jörg"
+    );
+    let raw = std::fs::read(&seg.path).unwrap();
+    assert!(
+        raw.windows(5).any(|w| w == "Müll".as_bytes()),
+        "not UTF-8 in the SEG"
+    );
+}

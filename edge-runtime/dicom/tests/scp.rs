@@ -38,8 +38,13 @@ struct RunningScp {
 
 impl RunningScp {
     fn start(spool: &Path) -> RunningScp {
+        RunningScp::start_with(spool, |_| {})
+    }
+    fn start_with(spool: &Path, f: impl FnOnce(&mut ScpConfig)) -> RunningScp {
         let (tx, rx) = std::sync::mpsc::channel();
-        let config = ScpConfig::new(OUR_AE, "127.0.0.1:0".parse().unwrap(), &[SCANNER_AE], spool);
+        let mut config =
+            ScpConfig::new(OUR_AE, "127.0.0.1:0".parse().unwrap(), &[SCANNER_AE], spool);
+        f(&mut config);
         let scp = StorageScp::bind(config).unwrap().with_events(tx);
         let addr = scp.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -240,6 +245,25 @@ fn an_unknown_calling_ae_title_is_rejected_at_association() {
         ),
         "{events:?}"
     );
+    drop(scp);
+
+    // A known AE title from an address not on the peer allow-list.
+    let scp = RunningScp::start_with(dir.path(), |c| {
+        c.allowed_peers = vec!["192.0.2.7".parse().unwrap()];
+    });
+    let (ok, out) = common::run(
+        &echoscu,
+        &["-aet", SCANNER_AE, "-aec", OUR_AE, "127.0.0.1", &scp.port()],
+    );
+    assert!(!ok, "echoscu from an address off the list succeeded: {out}");
+    let events = scp.drain();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ScpEvent::Rejected { reason, .. }
+            if reason.contains("peer address"))),
+        "{events:?}"
+    );
 }
 
 /// A copy of `src` at `dst` with `f` applied.
@@ -345,6 +369,19 @@ fn malformed_and_duplicate_instances_get_a_status_never_a_crash() {
         std::fs::read(&kept[0]).unwrap()[132..].len(),
         std::fs::read(good).unwrap()[132..].len()
     );
+
+    // UIDs that would climb out of the spool land inside it, sanitised.
+    let escape = edited(good, &bad_dir.join("escape.dcm"), |o| {
+        attr::put_str(o, tags::SOP_INSTANCE_UID, VR::UI, "2.25.999");
+        attr::put_str(o, tags::STUDY_INSTANCE_UID, VR::UI, "../../escape");
+        attr::put_str(o, tags::SERIES_INSTANCE_UID, VR::UI, "a/b");
+    });
+    let (_, out) = storescu(&storescu_bin, &scp.port(), SCANNER_AE, &[&escape]);
+    scp.drain();
+    let landed = spool.join("studies").join("______escape");
+    assert!(landed.join("a_b").join("2.25.999.dcm").is_file(), "{out}");
+    assert!(!dir.path().join("escape").exists());
+    std::fs::remove_dir_all(landed).unwrap();
 
     // A truncated data set, sent by hand (dcmtk will not send a file it cannot read).
     let bytes = {
