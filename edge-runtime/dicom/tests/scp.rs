@@ -576,3 +576,47 @@ fn kill_9_during_reception_loses_no_acknowledged_instance() {
     assert!(ok, "{out}");
     assert_eq!(received(&spool).len(), total);
 }
+
+#[test]
+fn compressed_transfer_syntaxes_are_refused_at_negotiation() {
+    // No external tool: dicom-ul's client proposes CT with JPEG Baseline only, then with
+    // JPEG Baseline or Explicit VR Little Endian.
+    let dir = tempfile::tempdir().unwrap();
+    let scp = RunningScp::start(dir.path());
+    let address = format!("{OUR_AE}@127.0.0.1:{}", scp.port());
+    let jpeg = "1.2.840.10008.1.2.4.50";
+    let only_jpeg = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title(SCANNER_AE)
+        .with_presentation_context(uids::CT_IMAGE_STORAGE, vec![jpeg])
+        .establish_with(&address);
+    match only_jpeg {
+        Err(_) => {}
+        Ok(a) => {
+            let pc = &a.presentation_contexts()[0];
+            assert_ne!(
+                pc.reason,
+                dicom_ul::pdu::PresentationContextResultReason::Acceptance,
+                "{pc:?}"
+            );
+            let _ = a.abort();
+        }
+    }
+    let fallback = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title(SCANNER_AE)
+        .with_presentation_context(
+            uids::CT_IMAGE_STORAGE,
+            vec![jpeg, uids::EXPLICIT_VR_LITTLE_ENDIAN],
+        )
+        .establish_with(&address)
+        .unwrap();
+    let pc = &fallback.presentation_contexts()[0];
+    assert_eq!(
+        pc.reason,
+        dicom_ul::pdu::PresentationContextResultReason::Acceptance
+    );
+    assert_eq!(
+        pc.transfer_syntax.trim_end_matches('\0'),
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    );
+    fallback.release().unwrap();
+}
