@@ -35,7 +35,10 @@ pub fn tool(program: &str, test: &str) -> Option<PathBuf> {
             !required,
             "{test}: {program} not on PATH and {TOOLS_ENV}=required (apt-get install -y dcmtk dicom3tools)"
         );
-        eprintln!(
+        // Straight to the process's stderr: libtest captures eprintln! of passing tests.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "\n*** {test} SKIPPED: {program} not on PATH (apt-get install -y dcmtk dicom3tools, or `cargo xtask ci dicom`) ***\n"
         );
     }
