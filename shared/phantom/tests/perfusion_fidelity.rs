@@ -4,10 +4,9 @@
 //! `CT_4DPWI` NIfTI on disk → `strokeseg_io::DynamicSeries` → `strokeseg_shared::perfusion`.
 //!
 //! Evaluated in tissue: voxels the computed tissue mask keeps whose majority tissue is
-//! parenchyma (grey, white, deep grey, cerebellum) and that hold no vessel. The true maps are
-//! compared as they are and, for CBF and CBV, also at the computed maps' resolution (the
-//! same masked gaussian the computation applies to the series, applied to the true map).
-//! `STROKESEG_PERFUSION_REPORT=1` prints the figures (BENCHMARKS.md).
+//! parenchyma (grey, white, deep grey, cerebellum) and that hold no vessel, against the true
+//! maps as they are (not smoothed). `STROKESEG_PERFUSION_REPORT=1` prints the figures
+//! (BENCHMARKS.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -17,7 +16,6 @@ use strokeseg_phantom::{
     DatasetOptions, DynamicSeries as Dyn, PhantomCase, Tissue, generate_case, write_case,
 };
 use strokeseg_shared::perfusion::PerfusionConfig;
-use strokeseg_shared::perfusion::spatial::MaskedSmoother;
 use strokeseg_shared::perfusion_rule::{CoreRule, HealthyCbfStats, core_mask_slice};
 
 /// Two-slice cases with the exact series.
@@ -105,22 +103,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The true map smoothed like the computed one (same masked gaussian, slice by slice).
-fn at_map_resolution(truth: &[f64], mask: &[u8], nx: usize, sigma_px: f32) -> Vec<f64> {
-    let nxy = nx * nx;
-    let mut out = Vec::with_capacity(truth.len());
-    for (t, m) in truth.chunks(nxy).zip(mask.chunks(nxy)) {
-        let mut values: Vec<f32> = t.iter().map(|&v| v as f32).collect();
-        let (mut w, mut tmp) = (vec![0.0; nxy], vec![0.0; nxy]);
-        MaskedSmoother::new(m, nx, nx, sigma_px, &mut w, &mut tmp)
-            .unwrap()
-            .apply(&mut values)
-            .unwrap();
-        out.extend(values.iter().map(|&v| f64::from(v)));
-    }
-    out
-}
-
 /// Read through `Debug` (printed), not field by field.
 #[allow(dead_code)]
 #[derive(Debug)]
@@ -130,22 +112,14 @@ struct Figures {
     n_frames: usize,
     n_voxels: usize,
     cbf_r: f64,
-    cbf_r_map_res: f64,
     cbv_r: f64,
-    cbv_r_map_res: f64,
     rcbf_median_abs_err: f64,
     tmax_mae_s: f64,
     rule_dice: f64,
     pv_scale: f32,
 }
 
-fn figures(
-    case: &PhantomCase,
-    c: &Computed,
-    sigma_px: f32,
-    noise_hu: f64,
-    pv_scale: f32,
-) -> Figures {
+fn figures(case: &PhantomCase, c: &Computed, noise_hu: f64, pv_scale: f32) -> Figures {
     let t = &case.truth;
     let nx = case.dims[0];
     let parenchyma = [
@@ -170,13 +144,6 @@ fn figures(
     let pick32 = |m: &[f32]| idx.iter().map(|&v| f64::from(m[v])).collect::<Vec<f64>>();
     let cbf_true = pick(&t.cbf_ml_100g_min);
     let cbf_comp = pick32(&c.cbf);
-    let cbf_true_res = pick(&at_map_resolution(
-        &t.cbf_ml_100g_min,
-        &c.mask,
-        nx,
-        sigma_px,
-    ));
-    let cbv_true_res = pick(&at_map_resolution(&t.cbv_ml_100g, &c.mask, nx, sigma_px));
     let healthy: Vec<usize> = idx
         .iter()
         .enumerate()
@@ -243,9 +210,7 @@ fn figures(
         n_frames: case.bolus.n_frames,
         n_voxels: idx.len(),
         cbf_r: pearson(&cbf_true, &cbf_comp),
-        cbf_r_map_res: pearson(&cbf_true_res, &cbf_comp),
         cbv_r: pearson(&pick(&t.cbv_ml_100g), &pick32(&c.cbv)),
-        cbv_r_map_res: pearson(&cbv_true_res, &pick32(&c.cbv)),
         rcbf_median_abs_err: rcbf_err,
         tmax_mae_s: tmax_mae,
         rule_dice: if total == 0 {
@@ -263,13 +228,7 @@ fn run(seed: u64, noise_hu: f64) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let config = PerfusionConfig::default();
     let (computed, summary) = compute(dir.path(), &case, &config);
-    let f = figures(
-        &case,
-        &computed,
-        config.spatial_sigma_px,
-        noise_hu,
-        summary.arterial.pv_scale,
-    );
+    let f = figures(&case, &computed, noise_hu, summary.arterial.pv_scale);
     if std::env::var_os("STROKESEG_PERFUSION_REPORT").is_some() {
         println!(
             "{f:?} warnings {:?} aif {:?} vof {:?}",
@@ -279,18 +238,33 @@ fn run(seed: u64, noise_hu: f64) -> Figures {
     f
 }
 
-/// The issue's targets are r ≥ 0.9 (CBF, CBV), rCBF error ≤ 15 %, Tmax MAE ≤ 1 s and rule
-/// Dice ≥ 0.85; the bounds here are what the default configuration reaches today
-/// (BENCHMARKS.md, "Perfusion maps from the raw series"), kept as a regression guard.
+/// The issue's targets (CBF and CBV r ≥ 0.9, rCBF error ≤ 15 %, Tmax MAE ≤ 1 s, rule Dice
+/// ≥ 0.85) are met at 5 HU per frame; at 10 HU CBF r and rCBF are (see
+/// [`computed_maps_at_ctp_noise`]).
 #[test]
-fn computed_maps_match_the_true_maps_at_ctp_noise() {
+fn computed_maps_meet_the_issue_targets_at_5_hu() {
+    let f = run(2018, 5.0);
+    println!("{f:?}");
+    assert!(f.cbf_r >= 0.9, "{f:?}");
+    assert!(f.cbv_r >= 0.9, "{f:?}");
+    assert!(f.rcbf_median_abs_err <= 0.15, "{f:?}");
+    assert!(f.tmax_mae_s <= 1.0, "{f:?}");
+    assert!(f.rule_dice >= 0.85, "{f:?}");
+}
+
+/// At 10 HU per frame the CBF targets are met (r 0.90, rCBF 14 %); CBV, Tmax and the rule's
+/// Dice are not
+/// (BENCHMARKS.md, "Perfusion maps from the raw series", says why): the bounds guard
+/// today's figures.
+#[test]
+fn computed_maps_at_ctp_noise() {
     let f = run(2018, 10.0);
     println!("{f:?}");
-    assert!(f.cbf_r_map_res >= 0.88, "{f:?}");
-    assert!(f.cbv_r_map_res >= 0.7, "{f:?}");
-    assert!(f.rcbf_median_abs_err <= 0.25, "{f:?}");
-    assert!(f.tmax_mae_s <= 1.3, "{f:?}");
-    assert!(f.rule_dice >= 0.6, "{f:?}");
+    assert!(f.cbf_r >= 0.89, "{f:?}");
+    assert!(f.rcbf_median_abs_err <= 0.15, "{f:?}");
+    assert!(f.cbv_r >= 0.78, "{f:?}");
+    assert!(f.tmax_mae_s <= 1.5, "{f:?}");
+    assert!(f.rule_dice >= 0.72, "{f:?}");
 }
 
 /// `STROKESEG_PERFUSION_REPORT=1`: the figures at several noise levels (BENCHMARKS.md).
@@ -299,7 +273,7 @@ fn figures_per_noise_level() {
     if std::env::var_os("STROKESEG_PERFUSION_REPORT").is_none() {
         return;
     }
-    for noise_hu in [0.0, 5.0, 10.0, 15.0] {
+    for noise_hu in [0.0, 2.5, 5.0, 7.5, 10.0, 15.0] {
         println!("{:?}", run(2018, noise_hu));
     }
 }

@@ -255,6 +255,53 @@ impl<S: AsRef<[f32]>> Basis<S> {
         self.s.as_ref()
     }
 
+    /// Components that the method's lowest threshold keeps: the length of the coefficient
+    /// vectors [`Basis::project`] and [`Basis::fit`] work on.
+    pub fn max_components(&self) -> usize {
+        let lowest = match self.method {
+            DeconvolutionMethod::BlockCirculant { .. } => {
+                THRESHOLD_LADDER.iter().copied().fold(1.0, f32::min)
+            }
+            DeconvolutionMethod::BlockCirculantFixed { threshold }
+            | DeconvolutionMethod::Standard { threshold } => threshold,
+        };
+        let s = self.s.as_ref();
+        let limit = lowest * s.first().copied().unwrap_or(0.0);
+        s.iter().take_while(|&&v| v >= limit && v > 0.0).count()
+    }
+
+    /// The tissue curve (enhancement, HU, `n_frames` values) in the deconvolution basis:
+    /// `coef[k] = u_kᵀ · tissue / s_k` for the first `coef.len()` (≤
+    /// [`Basis::max_components`]) components. Linear in `tissue`, so spatial smoothing of
+    /// the coefficients equals smoothing the curves: this is the frequency-domain filter of
+    /// the block-circulant method (its singular vectors are the real Fourier modes of length
+    /// `L`, `svd::tests::circulant_singular_values_are_dft_moduli`), evaluated for the few
+    /// kept frequencies only, `n_frames` multiply-adds each.
+    pub fn project(&self, tissue: &[f32], coef: &mut [f32]) -> Result<(), CoreError> {
+        let n = self.grid.n_frames;
+        let kmax = self.max_components();
+        if tissue.len() != n {
+            return Err(CoreError::LengthMismatch {
+                what: "tissue curve",
+                expected: n,
+                got: tissue.len(),
+            });
+        }
+        if coef.len() > kmax {
+            return Err(CoreError::LengthMismatch {
+                what: "deconvolution coefficients",
+                expected: kmax,
+                got: coef.len(),
+            });
+        }
+        let (s, ut) = (self.s.as_ref(), self.ut.as_ref());
+        for (k, c) in coef.iter_mut().enumerate() {
+            let u = &ut[k * n..(k + 1) * n];
+            *c = u.iter().zip(tissue).map(|(a, b)| a * b).sum::<f32>() / s[k];
+        }
+        Ok(())
+    }
+
     /// Deconvolves `tissue` (enhancement, HU, `n_frames` values): the flow-scaled residue
     /// goes into `residue` (`L` values, 1/s); `scratch` holds `L` values.
     pub fn deconvolve(
@@ -263,10 +310,25 @@ impl<S: AsRef<[f32]>> Basis<S> {
         residue: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<ResidueFit, CoreError> {
-        let n = self.grid.n_frames;
+        let mut coef = [0.0f32; 2 * super::curve::MAX_FRAMES];
+        let coef = &mut coef[..self.max_components()];
+        self.project(tissue, coef)?;
+        self.fit(coef, residue, scratch)
+    }
+
+    /// The residue of a curve given by its coefficients ([`Basis::project`], possibly
+    /// smoothed), with the method's threshold: the flow-scaled residue goes into `residue`
+    /// (`L` values, 1/s); `scratch` holds `L` values. For [`DeconvolutionMethod::BlockCirculant`]
+    /// the thresholds of [`THRESHOLD_LADDER`] are tried from high to low, each adding its
+    /// components to the previous residue, until the oscillation index exceeds its limit.
+    pub fn fit(
+        &self,
+        coef: &[f32],
+        residue: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<ResidueFit, CoreError> {
         let len = self.len;
         for (what, expected, got) in [
-            ("tissue curve", n, tissue.len()),
             ("residue", len, residue.len()),
             ("deconvolution scratch", len, scratch.len()),
         ] {
@@ -278,7 +340,7 @@ impl<S: AsRef<[f32]>> Basis<S> {
                 });
             }
         }
-        let (s, ut, vt) = (self.s.as_ref(), self.ut.as_ref(), self.vt.as_ref());
+        let (s, vt) = (self.s.as_ref(), self.vt.as_ref());
         let s_max = s.first().copied().unwrap_or(0.0);
         let single;
         let (ladder, oi_max): (&[f32], f32) = match self.method {
@@ -292,16 +354,21 @@ impl<S: AsRef<[f32]>> Basis<S> {
             }
         };
         residue.iter_mut().for_each(|r| *r = 0.0);
+        let kmax = coef.len().min(len);
         let mut kept = 0usize;
         let mut accepted: Option<(f32, f32)> = None;
         for &threshold in ladder {
             let limit = threshold * s_max;
-            while kept < len && s[kept] >= limit && s[kept] > 0.0 {
-                let u = &ut[kept * n..(kept + 1) * n];
-                let p = u.iter().zip(tissue).map(|(a, b)| a * b).sum::<f32>() / s[kept];
+            let before = kept;
+            while kept < kmax && s[kept] >= limit && s[kept] > 0.0 {
+                let p = coef[kept];
                 let v = &vt[kept * len..(kept + 1) * len];
                 residue.iter_mut().zip(v).for_each(|(r, &x)| *r += p * x);
                 kept += 1;
+            }
+            if kept == before && accepted.is_some() {
+                // Nothing new at this threshold: the same residue, the same verdict.
+                continue;
             }
             let r_max = residue.iter().copied().fold(0.0f32, f32::max);
             let oi = oscillation_index(residue, r_max);
@@ -524,5 +591,30 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn coefficients_are_linear_in_the_curve() {
+        // The mean of two curves' coefficients fits the mean curve: spatial smoothing may
+        // work on coefficients instead of frames.
+        let grid = TimeGrid::new(N, DT).unwrap();
+        let basis = Basis::new(&aif(), grid, FIXED).unwrap();
+        let k = basis.max_components();
+        assert!(k > 0 && k < basis.residue_len(), "{k}");
+        let a = tissue(&aif(), 0.01, |t| libm::expf(-t / 4.0), 1.0);
+        let b = tissue(&aif(), 0.004, |t| libm::expf(-t / 9.0), 3.0);
+        let mean: Vec<f32> = a.iter().zip(&b).map(|(x, y)| 0.5 * (x + y)).collect();
+        let (mut ca, mut cb, mut cm) = (vec![0.0; k], vec![0.0; k], vec![0.0; k]);
+        basis.project(&a, &mut ca).unwrap();
+        basis.project(&b, &mut cb).unwrap();
+        basis.project(&mean, &mut cm).unwrap();
+        let avg: Vec<f32> = ca.iter().zip(&cb).map(|(x, y)| 0.5 * (x + y)).collect();
+        let len = basis.residue_len();
+        let (mut r1, mut r2, mut s) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+        let f1 = basis.fit(&avg, &mut r1, &mut s).unwrap();
+        let f2 = basis.deconvolve(&mean, &mut r2, &mut s).unwrap();
+        assert!((f1.r_max_per_s - f2.r_max_per_s).abs() < 1e-6 * f2.r_max_per_s.max(1e-6));
+        assert!(r1.iter().zip(&r2).all(|(x, y)| (x - y).abs() < 1e-7));
+        assert!(basis.project(&a, &mut vec![0.0; k + 1]).is_err());
     }
 }

@@ -1,8 +1,12 @@
 //! Pass 2 of the perfusion computation: one slice of all frames → baseline, tissue mask,
 //! smoothed enhancement, deconvolution, and the CBF, CBV, MTT and Tmax maps of the slice.
 //!
-//! [`SliceProcessor`] holds every buffer, sized once per study: `12 · nx · ny` f32 plus the
-//! deconvolution basis; [`SliceProcessor::process`] works in place on the caller's frames.
+//! [`SliceProcessor`] holds every buffer, sized once per study: `(13 + 2 · C) · nx · ny` f32
+//! (`C` = [`Basis::max_components`] + 1) plus the deconvolution basis;
+//! [`SliceProcessor::process`] works in place on the caller's frames: baseline and
+//! enhancement, tissue mask, each tissue curve projected on the kept deconvolution
+//! components (with its CBV area), the edge-preserving smoothing of those coefficients in
+//! the plane, then the residue of each voxel from its smoothed coefficients.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -10,7 +14,7 @@ use alloc::vec::Vec;
 use super::aif::ArterialInput;
 use super::curve::{TimeGrid, area_hu_s, smooth_temporal};
 use super::deconv::Basis;
-use super::spatial::MaskedSmoother;
+use super::spatial::{GuidedSmoother, MaskedSmoother};
 use super::{
     CBF_PER_RESIDUE, CBV_PER_AREA_RATIO, MAX_TIME_S, MIN_CBF_FOR_MTT_ML_100G_MIN, PerfusionConfig,
 };
@@ -129,6 +133,13 @@ pub struct SliceProcessor {
     tmax: Vec<f32>,
     weight: Vec<f32>,
     tmp: Vec<f32>,
+    /// Time-averaged attenuation, HU: the guide of the edge-preserving smoothing.
+    guide: Vec<f32>,
+    /// Per voxel `[coefficients of the kept components..., CBV area]` (interleaved).
+    coef: Vec<f32>,
+    coef_tmp: Vec<f32>,
+    /// Channels per voxel in `coef`: `basis.max_components() + 1`.
+    channels: usize,
     curve: Vec<f32>,
     residue: Vec<f32>,
     scratch: Vec<f32>,
@@ -151,6 +162,7 @@ impl SliceProcessor {
         }
         let basis = Basis::new(&arterial.aif_hu, grid, config.method)?;
         let len = basis.residue_len();
+        let channels = basis.max_components() + 1;
         let nxy = nx * ny;
         let aif_peak = arterial.aif_hu.iter().copied().fold(0.0, f32::max);
         let n = grid.n_frames;
@@ -173,7 +185,15 @@ impl SliceProcessor {
             nx,
             ny,
             basis,
-            baseline_window: arterial.baseline,
+            // Tissue lags the AIF (delay, dispersion) and enhances by a few % of it, so its
+            // baseline takes every frame before the AIF's arrival (10 % of its peak), not
+            // only the AIF's own window (which ends `baseline_margin_s` earlier): at CT
+            // perfusion noise the baseline's error, times the CBV integration time, is the
+            // larger part of a voxel's CBV noise.
+            baseline_window: super::curve::BaselineWindow {
+                start: arterial.baseline.start,
+                end: arterial.arrival_frame.max(arterial.baseline.end),
+            },
             cbv_frames,
             aif_area_hu_s: area_hu_s(&arterial.aif_hu[..cbv_frames], grid.dt_s),
             vessel_peak_hu: (config.mask.vessel_peak_fraction * aif_peak).max(MIN_VESSEL_PEAK_HU),
@@ -187,6 +207,10 @@ impl SliceProcessor {
             tmax: vec![0.0; nxy],
             weight: vec![0.0; nxy],
             tmp: vec![0.0; nxy],
+            guide: vec![0.0; nxy],
+            coef: vec![0.0; nxy * channels],
+            coef_tmp: vec![0.0; nxy * channels],
+            channels,
             curve: vec![0.0; grid.n_frames],
             residue: vec![0.0; len],
             scratch: vec![0.0; len],
@@ -256,21 +280,42 @@ impl SliceProcessor {
             }
             self.mask[v] = u8::from(tissue);
         }
+        // Each tissue voxel's (temporally smoothed) curve in the deconvolution basis plus
+        // its CBV area: linear in the curve, so smoothing these channels in the plane is
+        // smoothing the curves, at `channels` instead of `n_frames` values per voxel.
+        let dt = self.grid.dt_s;
+        let ch = self.channels;
+        for v in 0..nxy {
+            let mut sum = 0.0;
+            for (k, c) in self.curve.iter_mut().enumerate() {
+                *c = frames[k * nxy + v];
+                sum += *c;
+            }
+            self.guide[v] = self.baseline[v] + sum / n as f32;
+            let out = &mut self.coef[v * ch..(v + 1) * ch];
+            if self.mask[v] == 0 {
+                out.iter_mut().for_each(|c| *c = 0.0);
+                continue;
+            }
+            if self.config.temporal_smoothing {
+                smooth_temporal(&mut self.curve);
+            }
+            let (coef, area) = out.split_at_mut(ch - 1);
+            self.basis.project(&self.curve, coef)?;
+            area[0] = area_hu_s(&self.curve[..self.cbv_frames], dt);
+        }
         if self.config.spatial_sigma_px > 0.0 {
-            let mut smoother = MaskedSmoother::new(
+            GuidedSmoother::new(self.config.spatial_sigma_px, self.config.spatial_range_hu).apply(
+                &mut self.coef,
+                &mut self.coef_tmp,
+                ch,
                 &self.mask,
+                &self.guide,
                 nx,
                 ny,
-                self.config.spatial_sigma_px,
-                &mut self.weight,
-                &mut self.tmp,
             )?;
-            for k in 0..n {
-                smoother.apply(&mut frames[k * nxy..(k + 1) * nxy])?;
-            }
         }
 
-        let dt = self.grid.dt_s;
         for v in 0..nxy {
             self.cbf[v] = 0.0;
             self.cbv[v] = 0.0;
@@ -279,21 +324,13 @@ impl SliceProcessor {
             if self.mask[v] == 0 {
                 continue;
             }
-            for (k, c) in self.curve.iter_mut().enumerate() {
-                *c = frames[k * nxy + v];
-            }
-            if self.config.temporal_smoothing {
-                smooth_temporal(&mut self.curve);
-            }
-            let cbv = f64::from(area_hu_s(&self.curve[..self.cbv_frames], dt) / self.aif_area_hu_s)
-                * CBV_PER_AREA_RATIO;
+            let (coef, area) = self.coef[v * ch..(v + 1) * ch].split_at(ch - 1);
+            let cbv = f64::from(area[0] / self.aif_area_hu_s) * CBV_PER_AREA_RATIO;
             if cbv > f64::from(rule.max_cbv_ml_100g) {
                 self.mask[v] = 0;
                 continue;
             }
-            let fit = self
-                .basis
-                .deconvolve(&self.curve, &mut self.residue, &mut self.scratch)?;
+            let fit = self.basis.fit(coef, &mut self.residue, &mut self.scratch)?;
             let cbf = f64::from(fit.r_max_per_s) * CBF_PER_RESIDUE;
             let cbv = cbv.max(0.0);
             self.cbf[v] = cbf as f32;

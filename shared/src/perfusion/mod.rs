@@ -26,7 +26,8 @@
 //! - [`svd`] (no alloc): one-sided Jacobi SVD in caller buffers;
 //! - [`deconv`] (no alloc, owned buffers with `alloc`): block-circulant SVD with the
 //!   oscillation-index threshold (Wu et al. 2003), standard SVD;
-//! - [`spatial`] (no alloc): mask-aware gaussian smoothing of a slice;
+//! - [`spatial`] (no alloc): mask-aware gaussian and edge-preserving (guided bilateral)
+//!   smoothing of a slice;
 //! - [`aif`] (alloc): automatic AIF and VOF selection over the whole study with bounded
 //!   candidate sets, partial-volume scaling of the AIF by the VOF area;
 //! - [`maps`] (alloc): the per-slice computation and the tissue mask;
@@ -35,10 +36,11 @@
 //! # Memory
 //!
 //! Bounded per study, independent of the number of slices: one slice of all frames
-//! (`n_frames · nx · ny` f32, read by the source), about `12 · nx · ny` f32 of per-slice
-//! buffers, the deconvolution basis (`L + L · n_frames + L²` f32, `L = 2 · n_frames`,
+//! (`n_frames · nx · ny` f32, read by the source), about `(13 + 2 · C) · nx · ny` f32 of
+//! per-slice buffers (`C`: the kept deconvolution components plus one, ≤ `2 · n_frames + 1`,
+//! typically 20–40), the deconvolution basis (`L + L · n_frames + L²` f32, `L = 2 · n_frames`,
 //! 0.2 MB for 50 frames) and the candidate sets (`2 · K · n_frames` f32, K =
-//! [`aif::ArterialRule::candidates`]). A 256 × 256 slice of 50 frames: ≈ 17 MB.
+//! [`aif::ArterialRule::candidates`]). A 256 × 256 slice of 50 frames: ≈ 30 MB.
 
 pub mod curve;
 pub mod deconv;
@@ -85,6 +87,7 @@ pub const MAX_TIME_S: f64 = 40.0;
 /// BENCHMARKS.md were measured with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PerfusionConfig {
     /// Deconvolution method.
@@ -94,6 +97,11 @@ pub struct PerfusionConfig {
     /// Gaussian σ of the in-plane smoothing of the enhancement inside the tissue mask,
     /// pixels (0: none; at most [`spatial::MAX_SIGMA_PX`]).
     pub spatial_sigma_px: f32,
+    /// Range σ of the edge-preserving spatial smoothing, HU of time-averaged attenuation
+    /// ([`spatial::GuidedSmoother`]): neighbours whose mean attenuation differs from the
+    /// voxel's by much more than this (grey vs white matter, ≈ 10 HU) count little. 0: plain
+    /// gaussian smoothing.
+    pub spatial_range_hu: f32,
     /// Frames ignored at the start (scanner settling), 0 for most protocols.
     pub skip_frames: usize,
     /// Seconds between the end of the baseline and the detected arrival of the AIF (10 %
@@ -119,7 +127,8 @@ impl Default for PerfusionConfig {
         PerfusionConfig {
             method: DeconvolutionMethod::default(),
             temporal_smoothing: true,
-            spatial_sigma_px: 3.5,
+            spatial_sigma_px: 4.5,
+            spatial_range_hu: 4.0,
             skip_frames: 0,
             baseline_margin_s: 1.5,
             cbv_window_s: 35.0,
@@ -138,7 +147,10 @@ impl PerfusionConfig {
         if !(self.spatial_sigma_px.is_finite()
             && (0.0..=spatial::MAX_SIGMA_PX).contains(&self.spatial_sigma_px))
         {
-            return bad("spatial_sigma_px must be in 0..=4");
+            return bad("spatial_sigma_px must be in 0..=8");
+        }
+        if !(self.spatial_range_hu.is_finite() && self.spatial_range_hu >= 0.0) {
+            return bad("spatial_range_hu must be finite and ≥ 0");
         }
         if !(self.baseline_margin_s.is_finite() && self.baseline_margin_s >= 0.0) {
             return bad("baseline_margin_s must be finite and ≥ 0");
@@ -281,7 +293,7 @@ mod tests {
         assert!((r * CBF_PER_RESIDUE - cbf).abs() < 1e-9);
         assert!(PerfusionConfig::default().validate().is_ok());
         let bad = PerfusionConfig {
-            spatial_sigma_px: 9.0,
+            spatial_sigma_px: 9.5,
             ..PerfusionConfig::default()
         };
         assert!(bad.validate().is_err());

@@ -1,15 +1,23 @@
-//! In-plane gaussian smoothing of one slice restricted to a mask (normalised
-//! convolution: `G ⊗ (v · m) / G ⊗ m`), so large vessels, CSF and bone outside the mask do
-//! not bleed into tissue. No allocation: the caller passes two slice-sized scratch buffers.
+//! In-plane smoothing of one slice restricted to a mask, so large vessels, CSF and bone
+//! outside the mask do not bleed into tissue. No allocation: the caller passes scratch.
+//!
+//! - [`MaskedSmoother`]: gaussian, normalised convolution `G ⊗ (v · m) / G ⊗ m` of planes;
+//! - [`GuidedSmoother`]: separable edge-preserving (bilateral) smoothing of interleaved
+//!   channels, each neighbour weighted by its distance and by how far its guide value
+//!   (the voxel's time-averaged attenuation) is from the centre's: the time-intensity
+//!   profile similarity filter of Mendrik et al. 2011 (Phys Med Biol 56:3857), with the
+//!   profile's mean as its similarity (at CT perfusion noise the mean dominates the
+//!   profile distance: grey and white matter differ by ≈ 10 HU in every frame), applied
+//!   along x then along y (Pham & van Vliet 2005).
 
 use crate::error::CoreError;
 
 /// Largest σ accepted, pixels.
-pub const MAX_SIGMA_PX: f32 = 4.0;
+pub const MAX_SIGMA_PX: f32 = 8.0;
 /// Kernel radius in σ.
 const RADIUS_SIGMAS: f32 = 3.0;
 /// Most taps of a kernel: `2 · ceil(3 · MAX_SIGMA_PX) + 1`.
-const MAX_TAPS: usize = 25;
+const MAX_TAPS: usize = 49;
 
 /// A normalised 1D gaussian of σ `sigma_px` in `taps`; returns the radius (0 for σ = 0).
 fn kernel(sigma_px: f32, taps: &mut [f32; MAX_TAPS]) -> usize {
@@ -168,6 +176,139 @@ impl<'a> MaskedSmoother<'a> {
     }
 }
 
+/// Entries of the range-weight table of [`GuidedSmoother`], spanning 0–3 σ of the range.
+const RANGE_TABLE: usize = 64;
+
+/// Separable bilateral smoothing of interleaved channels (`[pixel][channel]`) inside a
+/// mask, guided by one value per pixel. Weights: `G_σ(distance) · exp(−Δg² / 2σ_g²)`, where
+/// `Δg` is the guide difference (a range σ of 0 or ∞ is plain gaussian smoothing).
+#[derive(Debug, Clone)]
+pub struct GuidedSmoother {
+    radius: usize,
+    taps: [f32; MAX_TAPS],
+    /// Range weights at `Δg = i · range_step`, `i < RANGE_TABLE` (0 beyond).
+    range: [f32; RANGE_TABLE],
+    /// Guide difference per table entry (0: no range weighting).
+    range_step: f32,
+}
+
+impl GuidedSmoother {
+    /// Smoothing with spatial σ `sigma_px` (0–[`MAX_SIGMA_PX`]) and range σ `range_sigma`
+    /// (guide units; 0 or not finite: none).
+    pub fn new(sigma_px: f32, range_sigma: f32) -> GuidedSmoother {
+        let mut taps = [0.0; MAX_TAPS];
+        let radius = kernel(sigma_px, &mut taps);
+        let mut range = [1.0; RANGE_TABLE];
+        let mut range_step = 0.0;
+        if range_sigma.is_finite() && range_sigma > 0.0 {
+            range_step = 3.0 * range_sigma / (RANGE_TABLE - 1) as f32;
+            for (i, r) in range.iter_mut().enumerate() {
+                let d = i as f32 * range_step / range_sigma;
+                *r = libm::expf(-0.5 * d * d);
+            }
+        }
+        GuidedSmoother {
+            radius,
+            taps,
+            range,
+            range_step,
+        }
+    }
+
+    fn weight(&self, tap: usize, g0: f32, g1: f32) -> f32 {
+        let t = self.taps[tap];
+        if self.range_step == 0.0 {
+            return t;
+        }
+        let i = libm::roundf((g1 - g0).abs() / self.range_step) as usize;
+        self.range.get(i).map_or(0.0, |r| t * r)
+    }
+
+    /// Smooths `values` (`nx · ny · channels`, interleaved) in place inside `mask`; pixels
+    /// outside it keep their values and do not contribute. `tmp` is scratch of the same
+    /// size; `guide` holds `nx · ny` values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &self,
+        values: &mut [f32],
+        tmp: &mut [f32],
+        channels: usize,
+        mask: &[u8],
+        guide: &[f32],
+        nx: usize,
+        ny: usize,
+    ) -> Result<(), CoreError> {
+        let n = nx * ny;
+        for (what, expected, got) in [
+            ("guided values", n * channels, values.len()),
+            ("guided scratch", n * channels, tmp.len()),
+            ("guided mask", n, mask.len()),
+            ("guided guide", n, guide.len()),
+        ] {
+            if expected != got {
+                return Err(CoreError::LengthMismatch {
+                    what,
+                    expected,
+                    got,
+                });
+            }
+        }
+        if self.radius == 0 || channels == 0 {
+            return Ok(());
+        }
+        self.pass(values, tmp, channels, mask, guide, nx, ny, true);
+        self.pass(tmp, values, channels, mask, guide, nx, ny, false);
+        Ok(())
+    }
+
+    /// One 1D pass along x (`along_x`) or y from `src` into `dst`.
+    #[allow(clippy::too_many_arguments)]
+    fn pass(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        ch: usize,
+        mask: &[u8],
+        guide: &[f32],
+        nx: usize,
+        ny: usize,
+        along_x: bool,
+    ) {
+        let r = self.radius;
+        for y in 0..ny {
+            for x in 0..nx {
+                let i = y * nx + x;
+                let out = &mut dst[i * ch..(i + 1) * ch];
+                if mask[i] == 0 {
+                    out.copy_from_slice(&src[i * ch..(i + 1) * ch]);
+                    continue;
+                }
+                out.iter_mut().for_each(|o| *o = 0.0);
+                let (pos, len) = if along_x { (x, nx) } else { (y, ny) };
+                let (lo, hi) = (pos.saturating_sub(r), (pos + r).min(len - 1));
+                let g0 = guide[i];
+                let mut sum = 0.0;
+                for q in lo..=hi {
+                    let j = if along_x { y * nx + q } else { q * nx + x };
+                    if mask[j] == 0 {
+                        continue;
+                    }
+                    let w = self.weight(q + r - pos, g0, guide[j]);
+                    if w == 0.0 {
+                        continue;
+                    }
+                    sum += w;
+                    out.iter_mut()
+                        .zip(&src[j * ch..(j + 1) * ch])
+                        .for_each(|(o, &v)| *o += w * v);
+                }
+                let inv = 1.0 / sum;
+                out.iter_mut().for_each(|o| *o *= inv);
+            }
+        }
+    }
+}
+
 #[allow(clippy::unwrap_used)]
 #[cfg(test)]
 mod tests {
@@ -213,5 +354,53 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-4);
         assert!(values[7 * nx + 7] < 0.2 && values[7 * nx + 8] > 0.05);
         assert!(MaskedSmoother::new(&mask[..10], nx, ny, 1.0, &mut w, &mut t).is_err());
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn guided_smoothing_keeps_edges_of_the_guide_and_smooths_inside() {
+        // Two regions of different guide (grey 40 HU, white 28 HU) and values 2 channels;
+        // noise-free constants inside each region stay exactly, across the edge nothing
+        // leaks; without the range weight the edge blurs.
+        let (nx, ny, ch) = (16, 8, 2);
+        let n = nx * ny;
+        let mask = vec![1u8; n];
+        let guide: Vec<f32> = (0..n)
+            .map(|i| if i % nx < 8 { 40.0 } else { 28.0 })
+            .collect();
+        let region = |i: usize| if i % nx < 8 { [55.0, 4.0] } else { [22.0, 2.0] };
+        let mut values: Vec<f32> = (0..n).flat_map(region).collect();
+        let mut tmp = vec![0.0; n * ch];
+        GuidedSmoother::new(2.0, 3.0)
+            .apply(&mut values, &mut tmp, ch, &mask, &guide, nx, ny)
+            .unwrap();
+        for i in 0..n {
+            let want = region(i);
+            assert!(
+                (values[i * ch] - want[0]).abs() < 1e-3,
+                "{i}: {}",
+                values[i * ch]
+            );
+            assert!((values[i * ch + 1] - want[1]).abs() < 1e-3);
+        }
+        let mut plain: Vec<f32> = (0..n).flat_map(region).collect();
+        GuidedSmoother::new(2.0, 0.0)
+            .apply(&mut plain, &mut tmp, ch, &mask, &guide, nx, ny)
+            .unwrap();
+        assert!(plain[7 * ch] < 50.0 && plain[8 * ch] > 27.0);
+        // Noise averages down inside a region.
+        let mut rng = crate::rng::Rng::new(4);
+        let mut noisy: Vec<f32> = (0..n * ch).map(|_| 10.0 * rng.normal() as f32).collect();
+        let before: f32 = noisy.iter().map(|v| v * v).sum::<f32>() / (n * ch) as f32;
+        GuidedSmoother::new(2.0, 3.0)
+            .apply(&mut noisy, &mut tmp, ch, &mask, &guide, nx, ny)
+            .unwrap();
+        let after: f32 = noisy.iter().map(|v| v * v).sum::<f32>() / (n * ch) as f32;
+        assert!(after < 0.2 * before, "{before} → {after}");
+        assert!(
+            GuidedSmoother::new(1.0, 1.0)
+                .apply(&mut noisy, &mut tmp[..3], ch, &mask, &guide, nx, ny)
+                .is_err()
+        );
     }
 }
