@@ -12,7 +12,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::aif::ArterialInput;
-use super::curve::{TimeGrid, area_hu_s, smooth_temporal};
+use super::curve::{TimeGrid, area_hu_s, max_value, smooth_temporal};
 use super::deconv::Basis;
 use super::spatial::{GuidedSmoother, MaskedSmoother};
 use super::{
@@ -266,40 +266,42 @@ impl SliceProcessor {
         )?
         .apply(&mut self.smooth_baseline)?;
 
+        // One gather of each voxel's curve: the tissue mask (parenchymal baseline, not a
+        // large vessel), the guide (time-averaged attenuation) and the curve in the
+        // deconvolution basis plus its CBV area. The coefficients are linear in the curve,
+        // so smoothing these channels in the plane is smoothing the curves, at `channels`
+        // instead of `n_frames` values per voxel.
         let rule = self.config.mask;
-        for v in 0..nxy {
-            let b = self.smooth_baseline[v];
-            let mut tissue = self.head[v] != 0 && b >= rule.min_hu && b <= rule.max_hu;
-            if tissue {
-                for (k, c) in self.curve.iter_mut().enumerate() {
-                    *c = frames[k * nxy + v];
-                }
-                smooth_temporal(&mut self.curve);
-                let peak = self.curve.iter().copied().fold(f32::MIN, f32::max);
-                tissue = peak <= self.vessel_peak_hu;
-            }
-            self.mask[v] = u8::from(tissue);
-        }
-        // Each tissue voxel's (temporally smoothed) curve in the deconvolution basis plus
-        // its CBV area: linear in the curve, so smoothing these channels in the plane is
-        // smoothing the curves, at `channels` instead of `n_frames` values per voxel.
         let dt = self.grid.dt_s;
         let ch = self.channels;
         for v in 0..nxy {
+            let out = &mut self.coef[v * ch..(v + 1) * ch];
+            out.iter_mut().for_each(|c| *c = 0.0);
+            self.mask[v] = 0;
+            let b = self.smooth_baseline[v];
+            if !(self.head[v] != 0 && b >= rule.min_hu && b <= rule.max_hu) {
+                continue;
+            }
             let mut sum = 0.0;
             for (k, c) in self.curve.iter_mut().enumerate() {
                 *c = frames[k * nxy + v];
                 sum += *c;
             }
             self.guide[v] = self.baseline[v] + sum / n as f32;
-            let out = &mut self.coef[v * ch..(v + 1) * ch];
-            if self.mask[v] == 0 {
-                out.iter_mut().for_each(|c| *c = 0.0);
+            // The vessel test always looks at the temporally smoothed curve.
+            let peak = if self.config.temporal_smoothing {
+                smooth_temporal(&mut self.curve);
+                max_value(&self.curve)
+            } else {
+                let copy = &mut self.scratch[..n];
+                copy.copy_from_slice(&self.curve);
+                smooth_temporal(copy);
+                max_value(copy)
+            };
+            if peak > self.vessel_peak_hu {
                 continue;
             }
-            if self.config.temporal_smoothing {
-                smooth_temporal(&mut self.curve);
-            }
+            self.mask[v] = 1;
             let (coef, area) = out.split_at_mut(ch - 1);
             self.basis.project(&self.curve, coef)?;
             area[0] = area_hu_s(&self.curve[..self.cbv_frames], dt);

@@ -19,14 +19,23 @@ const RADIUS_SIGMAS: f32 = 3.0;
 /// Most taps of a kernel: `2 · ceil(3 · MAX_SIGMA_PX) + 1`.
 const MAX_TAPS: usize = 49;
 
+/// Kernel radius of the guided smoothing in σ: 2.5 σ holds 98.8 % of the gaussian's mass,
+/// at 20 % fewer taps than 3 σ (the per-voxel cost is taps × channels).
+const GUIDED_RADIUS_SIGMAS: f32 = 2.5;
+
 /// A normalised 1D gaussian of σ `sigma_px` in `taps`; returns the radius (0 for σ = 0).
 fn kernel(sigma_px: f32, taps: &mut [f32; MAX_TAPS]) -> usize {
+    kernel_with_radius(sigma_px, RADIUS_SIGMAS, taps)
+}
+
+/// [`kernel`] cut at `radius_sigmas` σ.
+fn kernel_with_radius(sigma_px: f32, radius_sigmas: f32, taps: &mut [f32; MAX_TAPS]) -> usize {
     if sigma_px.is_nan() || sigma_px <= 0.0 {
         taps[0] = 1.0;
         return 0;
     }
     let radius =
-        (libm::ceilf(RADIUS_SIGMAS * sigma_px.min(MAX_SIGMA_PX)) as usize).min(MAX_TAPS / 2);
+        (libm::ceilf(radius_sigmas * sigma_px.min(MAX_SIGMA_PX)) as usize).min(MAX_TAPS / 2);
     let mut sum = 0.0;
     for (i, t) in taps.iter_mut().enumerate().take(2 * radius + 1) {
         let d = i as f32 - radius as f32;
@@ -190,6 +199,8 @@ pub struct GuidedSmoother {
     range: [f32; RANGE_TABLE],
     /// Guide difference per table entry (0: no range weighting).
     range_step: f32,
+    /// `1 / range_step` (0 without range weighting).
+    inv_range_step: f32,
 }
 
 impl GuidedSmoother {
@@ -197,7 +208,7 @@ impl GuidedSmoother {
     /// (guide units; 0 or not finite: none).
     pub fn new(sigma_px: f32, range_sigma: f32) -> GuidedSmoother {
         let mut taps = [0.0; MAX_TAPS];
-        let radius = kernel(sigma_px, &mut taps);
+        let radius = kernel_with_radius(sigma_px, GUIDED_RADIUS_SIGMAS, &mut taps);
         let mut range = [1.0; RANGE_TABLE];
         let mut range_step = 0.0;
         if range_sigma.is_finite() && range_sigma > 0.0 {
@@ -212,6 +223,11 @@ impl GuidedSmoother {
             taps,
             range,
             range_step,
+            inv_range_step: if range_step > 0.0 {
+                1.0 / range_step
+            } else {
+                0.0
+            },
         }
     }
 
@@ -220,7 +236,8 @@ impl GuidedSmoother {
         if self.range_step == 0.0 {
             return t;
         }
-        let i = libm::roundf((g1 - g0).abs() / self.range_step) as usize;
+        // Truncating `+ 0.5` rounds the non-negative quotient (cheaper than `roundf`).
+        let i = ((g1 - g0).abs() * self.inv_range_step + 0.5) as usize;
         self.range.get(i).map_or(0.0, |r| t * r)
     }
 
