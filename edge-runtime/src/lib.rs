@@ -10,7 +10,8 @@
 //! - [`segmenter`]: one model or an ensemble with flip test-time augmentation, averaging
 //!   lesion probabilities slice by slice;
 //! - [`segment`]: the two-pass, slice-by-slice pipeline and atomic publication of outputs;
-//! - [`report`], [`overlay`]: `report.json` and `overlay.png`;
+//! - [`perfusion`]: the maps provided with a study or computed from its raw series;
+//! - [`report`], [`overlay`]: `report.json`, `overlay.png` and the AIF/VOF plot;
 //! - [`status`]: busy/done/alert/fault pins over `embedded_hal::digital::OutputPin`;
 //! - [`watch`], [`config`]: the inbox daemon and its config file;
 //! - [`evaluate`], [`demo`], [`inspect`]: the other commands;
@@ -24,6 +25,7 @@ pub mod evaluate;
 pub mod inspect;
 pub mod model;
 pub mod overlay;
+pub mod perfusion;
 pub mod report;
 pub mod segment;
 pub mod segmenter;

@@ -18,6 +18,7 @@ use strokeseg_edge::demo::run_demo;
 use strokeseg_edge::evaluate::evaluate;
 use strokeseg_edge::inspect::{StudySummary, inspect_study};
 use strokeseg_edge::model::{embedded_model_info, model_info};
+use strokeseg_edge::perfusion::MapsSource;
 use strokeseg_edge::report::{Method, Report};
 use strokeseg_edge::segment::{
     DEFAULT_ALERT_THRESHOLD_ML, SegmentOptions, segment_to_dir, with_status,
@@ -81,6 +82,10 @@ enum Command {
         /// Segmentation method.
         #[arg(long, value_enum, default_value_t = Method::Model)]
         method: Method,
+        /// Perfusion maps: the study's own, computed from its raw series CT_4DPWI (written
+        /// beside the mask with an AIF/VOF plot), or auto (the study's when it has all four).
+        #[arg(long, value_enum, default_value_t = MapsSource::Auto)]
+        maps: MapsSource,
         /// Output folder (created if needed).
         #[arg(long)]
         out: PathBuf,
@@ -237,6 +242,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             model,
             tta,
             method,
+            maps,
             out,
             alert_threshold_ml,
             config,
@@ -262,6 +268,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let report = with_status(status.as_mut(), || {
                 let mut options = SegmentOptions {
                     alert_threshold_ml,
+                    maps,
                     ..SegmentOptions::default()
                 };
                 let mut model = match method {

@@ -1,3 +1,7 @@
+//! PNG outputs for a person to look at: `overlay.png` ([`MontageWriter`]) and, when the maps
+//! were computed from the raw series, the arterial input and venous output curves
+//! ([`write_curve_plot`]).
+//!
 //! `overlay.png`: a montage of the study's slices, a perfusion map in grey with the lesion
 //! outline in red and, for a model run, the threshold rule's outline in cyan (where it does
 //! not run along the model's), for a person to look at. Slices run left to right, top to bottom
@@ -240,6 +244,103 @@ impl MontageWriter {
     }
 }
 
+/// One curve of a [`write_curve_plot`]: values per frame and a colour.
+#[derive(Debug, Clone, Copy)]
+pub struct PlotCurve<'a> {
+    /// Values, one per frame (HU).
+    pub values: &'a [f32],
+    /// Line colour, RGB.
+    pub colour: [u8; 3],
+}
+
+/// Size of a curve plot, pixels.
+pub const PLOT_SIZE_PX: (usize, usize) = (640, 360);
+const PLOT_MARGIN_PX: usize = 24;
+const PLOT_BACKGROUND: [u8; 3] = [250, 250, 250];
+const PLOT_AXIS: [u8; 3] = [90, 90, 90];
+const PLOT_GRID: [u8; 3] = [215, 215, 215];
+/// Time between vertical grid lines, s.
+const PLOT_GRID_S: f32 = 10.0;
+
+/// Draws `curves` (HU per frame, `dt_s` apart) as lines into a PNG at `path`: time along x
+/// from 0 to the last frame, with a grid line every 10 s; HU along y from the lowest value
+/// (at most 0, the axis drawn there) to the highest. No text (no fonts): the report holds the
+/// numbers. Memory: one `640 × 360` RGB image.
+pub fn write_curve_plot(path: &Path, dt_s: f32, curves: &[PlotCurve<'_>]) -> Result<(), EdgeError> {
+    let (w, h) = PLOT_SIZE_PX;
+    let mut img = vec![0u8; w * h * 3];
+    img.chunks_exact_mut(3)
+        .for_each(|p| p.copy_from_slice(&PLOT_BACKGROUND));
+    let n = curves.iter().map(|c| c.values.len()).max().unwrap_or(0);
+    let finite = || {
+        curves
+            .iter()
+            .flat_map(|c| c.values.iter().copied())
+            .filter(|v| v.is_finite())
+    };
+    let lo = finite().fold(0.0f32, f32::min);
+    let hi = finite().fold(lo + 1.0, f32::max);
+    let (x0, x1) = (PLOT_MARGIN_PX as f32, (w - PLOT_MARGIN_PX) as f32);
+    let (y0, y1) = ((h - PLOT_MARGIN_PX) as f32, PLOT_MARGIN_PX as f32);
+    let span_s = (n.saturating_sub(1) as f32 * dt_s).max(dt_s).max(1e-3);
+    let px = |t_s: f32| x0 + (x1 - x0) * t_s / span_s;
+    let py = |v: f32| y0 + (y1 - y0) * (v - lo) / (hi - lo);
+    let mut put = |x: i64, y: i64, c: [u8; 3]| {
+        if (0..w as i64).contains(&x) && (0..h as i64).contains(&y) {
+            let i = (y as usize * w + x as usize) * 3;
+            img[i..i + 3].copy_from_slice(&c);
+        }
+    };
+    let line =
+        |put: &mut dyn FnMut(i64, i64, [u8; 3]), a: (f32, f32), b: (f32, f32), c, thick: bool| {
+            let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+            for k in 0..=steps {
+                let f = k as f32 / steps as f32;
+                let (x, y) = (
+                    (a.0 + f * (b.0 - a.0)).round() as i64,
+                    (a.1 + f * (b.1 - a.1)).round() as i64,
+                );
+                put(x, y, c);
+                if thick {
+                    put(x + 1, y, c);
+                    put(x, y + 1, c);
+                }
+            }
+        };
+    let mut t = PLOT_GRID_S;
+    while t < span_s {
+        line(&mut put, (px(t), y0), (px(t), y1), PLOT_GRID, false);
+        t += PLOT_GRID_S;
+    }
+    line(&mut put, (x0, py(0.0)), (x1, py(0.0)), PLOT_AXIS, false);
+    line(&mut put, (x0, y0), (x0, y1), PLOT_AXIS, false);
+    for c in curves {
+        let points: Vec<(f32, f32)> = c
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, &v)| (px(k as f32 * dt_s), py(v)))
+            .collect();
+        for pair in points.windows(2) {
+            line(&mut put, pair[0], pair[1], c.colour, true);
+        }
+    }
+    let file = File::create(path).map_err(|e| EdgeError::output(path, e))?;
+    let (w32, h32) = (w as u32, h as u32);
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), w32, h32);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| png_error(path, e))?;
+    writer
+        .write_image_data(&img)
+        .map_err(|e| png_error(path, e))?;
+    writer.finish().map_err(|e| png_error(path, e))?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| EdgeError::output(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +418,45 @@ mod tests {
         assert_eq!(px(7, 5), REFERENCE_OUTLINE);
         assert_eq!(px(5, 3), [128, 128, 128]); // inside both
         assert_eq!(px(0, 0), [128, 128, 128]); // outside both
+    }
+    #[test]
+    fn curve_plot_draws_each_curve_in_its_colour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        let aif: Vec<f32> = (0..40)
+            .map(|k| if (5..15).contains(&k) { 300.0 } else { 0.0 })
+            .collect();
+        let vof: Vec<f32> = (0..40)
+            .map(|k| if (10..25).contains(&k) { 200.0 } else { -5.0 })
+            .collect();
+        let red = [220, 30, 30];
+        let blue = [30, 60, 220];
+        write_curve_plot(
+            &path,
+            1.5,
+            &[
+                PlotCurve {
+                    values: &aif,
+                    colour: red,
+                },
+                PlotCurve {
+                    values: &vof,
+                    colour: blue,
+                },
+            ],
+        )
+        .unwrap();
+        let decoder = png::Decoder::new(std::io::BufReader::new(File::open(&path).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width as usize, info.height as usize), PLOT_SIZE_PX);
+        let count = |c: [u8; 3]| buf.chunks_exact(3).filter(|p| *p == c).count();
+        assert!(
+            count(red) > 300 && count(blue) > 300,
+            "{} {}",
+            count(red),
+            count(blue)
+        );
     }
 }

@@ -154,6 +154,10 @@ pub struct Timings {
     /// A model run: the threshold rule beside it (both passes), included in `total_ms`.
     #[serde(default)]
     pub rule_ms: f64,
+    /// Computing the perfusion maps from the raw series (0 when they were provided),
+    /// included in `total_ms`.
+    #[serde(default)]
+    pub perfusion_ms: f64,
     /// Peak resident memory of the process when the report was made (Linux `VmHWM`), KiB;
     /// absent where the OS does not say. For a daemon it covers every study so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,8 +228,12 @@ pub struct Report {
     pub timings: Timings,
     /// The alert decision.
     pub alert: Alert,
-    /// Output file names in the output folder.
+    /// Output file names in the output folder, in publication order (the report last).
     pub outputs: Vec<String>,
+    /// The maps were computed from the study's raw dynamic series (absent: the study's own
+    /// maps were read): the AIF and VOF, their voxels and curves, the configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_maps: Option<crate::perfusion::ComputedMaps>,
     /// `strokeseg-edge <version>`.
     pub software: String,
 }

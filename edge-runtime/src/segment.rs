@@ -8,7 +8,8 @@
 //! scratch buffers (brain mask, normalised channel, probability, mask, two component-label
 //! buffers, display), the model's input and output planes, one band of the overlay and
 //! tract's plan; nothing scales with the number of slices except the per-slice area list
-//! (8 bytes a slice). `CT_4DPWI` is never opened.
+//! (8 bytes a slice). `CT_4DPWI` is opened only when the maps are computed from it
+//! ([`crate::perfusion`], before pass 1, slice by slice into files in the staging folder).
 //!
 //! Outputs are written into a staging folder and published by renaming
 //! ([`publish_outputs`], report last); a failed or interrupted run publishes nothing.
@@ -19,9 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use strokeseg_io::atomic::{publish_atomically, write_json_atomically};
-use strokeseg_io::{Dtype, IoError, NiftiWriter, SlicePreparer, Study};
+use strokeseg_io::{
+    CaseFiles, Dtype, GridTolerance, IoError, NiftiWriter, ReadLimits, SlicePreparer, Study,
+};
 use strokeseg_shared::brain_mask::compute_brain_mask;
 use strokeseg_shared::metrics::volume_ml_from_voxels;
+use strokeseg_shared::perfusion::PerfusionConfig;
 use strokeseg_shared::perfusion_rule::{
     CoreRule, HealthyCbfStats, HealthyReference, core_mask_slice, rule_preprocess_config,
 };
@@ -35,6 +39,7 @@ use strokeseg_shared::{Modality, PreprocessConfig};
 
 use crate::EdgeError;
 use crate::overlay::MontageWriter;
+use crate::perfusion::{MapsSource, resolve_maps, warning_text};
 use crate::report::{
     Alert, DisagreementMargin, MASK_FILE, Method, ModelSummary, OUTPUT_FILES, OVERLAY_FILE,
     REPORT_FILE, Report, RuleComparison, ThresholdSummary, Timings,
@@ -58,6 +63,10 @@ pub struct SegmentOptions {
     pub load_model_ms: f64,
     /// When a model run's volume and the threshold rule's are reported as disagreeing.
     pub disagreement: DisagreementMargin,
+    /// Where the perfusion maps come from.
+    pub maps: MapsSource,
+    /// How maps are computed from the raw series when they are.
+    pub perfusion: PerfusionConfig,
 }
 
 impl Default for SegmentOptions {
@@ -68,6 +77,8 @@ impl Default for SegmentOptions {
             threshold_postprocess: PostprocessConfig::default(),
             load_model_ms: 0.0,
             disagreement: DisagreementMargin::default(),
+            maps: MapsSource::default(),
+            perfusion: PerfusionConfig::default(),
         }
     }
 }
@@ -94,6 +105,10 @@ impl SegmentOptions {
         }
         self.core_rule.validate()?;
         self.threshold_postprocess.validate()?;
+        self.perfusion.validate().map_err(|e| EdgeError::Settings {
+            path: PathBuf::from("perfusion"),
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 }
@@ -131,13 +146,18 @@ impl Drop for StagingDir {
     }
 }
 
-/// Moves the outputs from `staging` into `out_dir` (created if needed), each by an atomic
-/// rename, the report last. If a rename fails, the outputs already moved are removed
-/// again, so `out_dir` never holds a partial set from this run.
-pub fn publish_outputs(staging: &Path, out_dir: &Path) -> Result<(), EdgeError> {
+/// Moves the outputs named in `outputs` (a report's [`Report::outputs`], the report last)
+/// from `staging` into `out_dir` (created if needed), each by an atomic rename. If a rename
+/// fails, the outputs already moved are removed again, so `out_dir` never holds a partial
+/// set from this run.
+pub fn publish_outputs(
+    staging: &Path,
+    out_dir: &Path,
+    outputs: &[String],
+) -> Result<(), EdgeError> {
     std::fs::create_dir_all(out_dir).map_err(|e| EdgeError::output(out_dir, e))?;
     let mut published = Vec::new();
-    for name in OUTPUT_FILES {
+    for name in outputs {
         let (from, to) = (staging.join(name), out_dir.join(name));
         if let Err(e) = publish_atomically(&from, &to) {
             for p in &published {
@@ -216,11 +236,18 @@ pub fn segment_study(
         ..Timings::default()
     };
     let mut warnings = Vec::new();
+    let t = Instant::now();
+    let (files, computed_maps) =
+        resolve_maps(case_dir, options.maps, &options.perfusion, staging, cancel)?;
+    timings.perfusion_ms = elapsed_ms(t);
+    if let Some(c) = &computed_maps {
+        warnings.extend(c.warnings.iter().map(warning_text));
+    }
     let run = match method {
         Method::Model => {
             let model = model.ok_or(crate::error::ModelError::NoModel)?;
             run_model(
-                case_dir,
+                &files,
                 model,
                 options,
                 staging,
@@ -230,7 +257,7 @@ pub fn segment_study(
             )?
         }
         Method::Threshold => run_threshold(
-            case_dir,
+            &files,
             options,
             staging,
             cancel,
@@ -313,7 +340,12 @@ pub fn segment_study(
             triggered: lesion_volume_ml >= options.alert_threshold_ml,
             threshold_ml: options.alert_threshold_ml,
         },
-        outputs: OUTPUT_FILES.iter().map(|s| (*s).to_owned()).collect(),
+        outputs: computed_maps
+            .iter()
+            .flat_map(|c| c.files.iter().cloned())
+            .chain(OUTPUT_FILES.iter().map(|s| (*s).to_owned()))
+            .collect(),
+        computed_maps,
         software: format!("strokeseg-edge {}", env!("CARGO_PKG_VERSION")),
     };
     write_json_atomically(&staging.join(REPORT_FILE), &report).map_err(EdgeError::writing)?;
@@ -405,8 +437,19 @@ fn core_error(case_dir: &Path, source: strokeseg_shared::CoreError) -> EdgeError
     .into()
 }
 
+/// Opens `channels` of the study's `files` (maps provided or computed).
+fn open_study(files: &CaseFiles, channels: &[Modality]) -> Result<Study, EdgeError> {
+    Ok(Study::open_files(
+        files.clone(),
+        channels,
+        false,
+        &ReadLimits::default(),
+        GridTolerance::default(),
+    )?)
+}
+
 fn run_model(
-    case_dir: &Path,
+    files: &CaseFiles,
     model: &mut Segmenter,
     options: &SegmentOptions,
     staging: &Path,
@@ -414,6 +457,7 @@ fn run_model(
     timings: &mut Timings,
     warnings: &mut Vec<String>,
 ) -> Result<MethodRun, EdgeError> {
+    let case_dir = files.case_dir.as_path();
     let meta = model.metadata().clone();
     let config = &meta.preprocess;
     let post = meta.postprocess;
@@ -421,14 +465,14 @@ fn run_model(
     let channels: Vec<Modality> = config.channels.iter().map(|c| c.modality).collect();
 
     let t = Instant::now();
-    let mut study = Study::open(case_dir, &channels, false)?;
+    let mut study = open_study(files, &channels)?;
     let stats = study.gather_stats(config)?;
     timings.pass1_stats_ms += elapsed_ms(t);
 
     // The classic rule beside the model, so the report can say when they part ways. A study
     // the rule cannot read (no CBF or Tmax, no healthy tissue) is still segmented.
     let t = Instant::now();
-    let mut rule = match RulePass::gather(case_dir, options, cancel) {
+    let mut rule = match RulePass::gather(files, options, cancel) {
         Ok(pass) => Some(pass),
         Err(EdgeError::Interrupted) => return Err(EdgeError::Interrupted),
         Err(e) => {
@@ -562,14 +606,15 @@ struct RulePass {
 impl RulePass {
     /// Opens CBF and Tmax of `case_dir` and runs pass 1.
     fn gather(
-        case_dir: &Path,
+        files: &CaseFiles,
         options: &SegmentOptions,
         cancel: &AtomicBool,
     ) -> Result<RulePass, EdgeError> {
+        let case_dir = files.case_dir.as_path();
         let rule = options.core_rule;
         let post = options.threshold_postprocess;
         let config = rule_preprocess_config();
-        let mut study = Study::open(case_dir, &[Modality::Cbf, Modality::Tmax], false)?;
+        let mut study = open_study(files, &[Modality::Cbf, Modality::Tmax])?;
         let geom = slice_geometry(&study);
         let n = geom.len();
         let (mut cbf, mut tmax) = (vec![0f32; n], vec![0f32; n]);
@@ -665,15 +710,16 @@ impl RulePass {
 }
 
 fn run_threshold(
-    case_dir: &Path,
+    files: &CaseFiles,
     options: &SegmentOptions,
     staging: &Path,
     cancel: &AtomicBool,
     timings: &mut Timings,
     warnings: &mut Vec<String>,
 ) -> Result<MethodRun, EdgeError> {
+    let case_dir = files.case_dir.as_path();
     let t = Instant::now();
-    let mut pass = RulePass::gather(case_dir, options, cancel)?;
+    let mut pass = RulePass::gather(files, options, cancel)?;
     timings.pass1_stats_ms += elapsed_ms(t);
 
     let range = display_range(pass.volume.channel(0).map(|c| &c.histogram));
@@ -733,7 +779,7 @@ pub fn segment_to_dir(
         StagingDir::create(out_dir.join(format!(".strokeseg-staging-{}", std::process::id())))?;
     let report = segment_study(case_dir, method, model, options, staging.path(), cancel)?;
     check_cancel(cancel)?;
-    publish_outputs(staging.path(), out_dir)?;
+    publish_outputs(staging.path(), out_dir, &report.outputs)?;
     Ok(report)
 }
 

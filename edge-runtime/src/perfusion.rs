@@ -1,0 +1,235 @@
+//! The perfusion maps `segment` reads: provided with the study (computed by the scanner's
+//! software), or computed by strokeseg from the study's raw dynamic series (`CT_4DPWI`)
+//! with `strokeseg_shared::perfusion`, the same code the trainer uses.
+//!
+//! Computed maps are written slice by slice as NIfTI on the CT's grid into the run's
+//! staging folder ([`map_file_name`]), with a plot of the arterial input and venous output
+//! curves ([`AIF_VOF_FILE`]), and the study is then read with those files in place of any
+//! provided maps. Memory: one slice of all frames and the computation's per-slice buffers
+//! (`strokeseg_shared::perfusion`, "Memory"), whatever the number of slices.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+use strokeseg_io::{
+    CaseFiles, DynamicOptions, DynamicSeries, GridTolerance, IoError, NiftiWriter, ReadLimits,
+    read_header,
+};
+use strokeseg_shared::Modality;
+use strokeseg_shared::perfusion::PerfusionConfig;
+use strokeseg_shared::perfusion::aif::{PerfusionWarning, Voxel};
+
+use crate::EdgeError;
+use crate::overlay::{PlotCurve, write_curve_plot};
+
+/// Where the maps come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MapsSource {
+    /// The maps in the study folder (an error when one is missing).
+    Provided,
+    /// Computed from the study's `CT_4DPWI` (an error when it is missing), whatever maps the
+    /// study also holds.
+    Computed,
+    /// Provided when the study holds all four maps, else computed when it has `CT_4DPWI`.
+    #[default]
+    Auto,
+}
+
+/// The maps computed, in this order.
+pub const MAP_MODALITIES: [Modality; 4] =
+    [Modality::Cbf, Modality::Cbv, Modality::Mtt, Modality::Tmax];
+/// The plot of the AIF and VOF curves.
+pub const AIF_VOF_FILE: &str = "aif_vof.png";
+/// Colours of [`AIF_VOF_FILE`]: the AIF the deconvolution used (partial-volume scaled), the
+/// AIF as measured, the VOF.
+pub const AIF_COLOUR: [u8; 3] = [215, 30, 30];
+/// See [`AIF_COLOUR`].
+pub const AIF_MEASURED_COLOUR: [u8; 3] = [245, 160, 60];
+/// See [`AIF_COLOUR`].
+pub const VOF_COLOUR: [u8; 3] = [30, 70, 215];
+
+/// The output file of a computed map: the ISLES tag, so an output folder reads as a study.
+pub fn map_file_name(modality: Modality) -> String {
+    format!("{}.nii.gz", modality.isles_tag())
+}
+
+/// What `report.json` records about maps computed from the raw series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputedMaps {
+    /// The dynamic series.
+    pub series: PathBuf,
+    /// Frames and frame interval, s.
+    pub n_frames: usize,
+    /// Frame interval, s.
+    pub frame_interval_s: f32,
+    /// The computation's configuration.
+    pub config: PerfusionConfig,
+    /// `strokeseg-shared <version>`: the code that computed the maps.
+    pub software: String,
+    /// Voxels `[x, y, z]` averaged into the AIF, best first.
+    pub aif_voxels: Vec<Voxel>,
+    /// Voxels averaged into the VOF (empty when none was found).
+    pub vof_voxels: Vec<Voxel>,
+    /// The AIF as measured, HU above baseline per frame.
+    pub aif_measured_hu: Vec<f32>,
+    /// The AIF the deconvolution used (`pv_scale ×` the measured one), HU per frame.
+    pub aif_hu: Vec<f32>,
+    /// The VOF, HU above baseline per frame (empty when none).
+    pub vof_hu: Vec<f32>,
+    /// Partial-volume scale `∫VOF / ∫AIF` applied to the AIF.
+    pub pv_scale: f32,
+    /// Baseline frames `[start, end)` of the arterial curves.
+    pub baseline_frames: [usize; 2],
+    /// Frame at which the AIF reaches 10 % of its peak.
+    pub arrival_frame: usize,
+    /// Voxels given perfusion values over the study.
+    pub n_tissue_voxels: u64,
+    /// Conditions the maps were still computed under (also in the report's warnings).
+    pub warnings: Vec<PerfusionWarning>,
+    /// The files written: the four maps and [`AIF_VOF_FILE`].
+    pub files: Vec<String>,
+}
+
+/// A warning as the report's text.
+pub fn warning_text(w: &PerfusionWarning) -> String {
+    match *w {
+        PerfusionWarning::BolusTruncated {
+            last_fraction,
+            venous,
+        } => format!(
+            "computed maps: the {} ends at {:.0} % of its peak (bolus cut off by the end of the acquisition): CBV is underestimated",
+            if venous { "VOF" } else { "AIF" },
+            100.0 * last_fraction
+        ),
+        PerfusionWarning::NoVenousOutput => "computed maps: no venous output found, the AIF is not partial-volume corrected (absolute CBF and CBV may be high; relative values are not affected)".into(),
+        PerfusionWarning::VofSmallerThanAif { ratio } => format!(
+            "computed maps: the VOF's area is {ratio:.2} of the AIF's, no partial-volume correction"
+        ),
+        PerfusionWarning::PartialVolumeScaleCapped { ratio } => format!(
+            "computed maps: the partial-volume scale {ratio:.2} was capped"
+        ),
+    }
+}
+
+/// The study's files with the maps to read: as found when they are provided, else with
+/// the maps computed into `staging` from `CT_4DPWI` (then also returned: what the report
+/// records). `cancel` is polled between slices.
+pub fn resolve_maps(
+    case_dir: &Path,
+    source: MapsSource,
+    config: &PerfusionConfig,
+    staging: &Path,
+    cancel: &AtomicBool,
+) -> Result<(CaseFiles, Option<ComputedMaps>), EdgeError> {
+    let mut files = CaseFiles::discover(case_dir)?;
+    let provided = MAP_MODALITIES.iter().all(|m| files.files.contains_key(m));
+    let compute = match source {
+        MapsSource::Provided => false,
+        MapsSource::Computed => true,
+        MapsSource::Auto => !provided && files.files.contains_key(&Modality::Pwi),
+    };
+    if !compute {
+        return Ok((files, None));
+    }
+    let pwi = files.require(Modality::Pwi)?.to_path_buf();
+    let ct = files.require(Modality::Ct)?.to_path_buf();
+    let computed = compute_maps(&pwi, &ct, config, staging, cancel)?;
+    for m in MAP_MODALITIES {
+        files.files.insert(m, staging.join(map_file_name(m)));
+    }
+    Ok((files, Some(computed)))
+}
+
+/// Computes the maps of the series `pwi` on the grid of `ct` into `out_dir` and plots the
+/// arterial curves there.
+pub fn compute_maps(
+    pwi: &Path,
+    ct: &Path,
+    config: &PerfusionConfig,
+    out_dir: &Path,
+    cancel: &AtomicBool,
+) -> Result<ComputedMaps, EdgeError> {
+    let (ct_header, ct_info) = read_header(ct, &ReadLimits::default())?;
+    let options = DynamicOptions {
+        spool_dir: Some(out_dir.to_path_buf()),
+        ..DynamicOptions::default()
+    };
+    let mut series = DynamicSeries::open(pwi, &options)?;
+    series.check_grid(&ct_info, GridTolerance::default())?;
+    let mut writers = Vec::with_capacity(MAP_MODALITIES.len());
+    for m in MAP_MODALITIES {
+        let path = out_dir.join(map_file_name(m));
+        writers.push(
+            NiftiWriter::create(&path, &ct_header, strokeseg_io::Dtype::F32)
+                .map_err(EdgeError::writing)?,
+        );
+    }
+    let mut interrupted = false;
+    let summary = series.compute_maps(config, |_, maps| {
+        if cancel.load(Ordering::SeqCst) {
+            interrupted = true;
+            return Err(IoError::io(
+                out_dir,
+                std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"),
+            ));
+        }
+        let planes = [
+            maps.cbf_ml_100g_min,
+            maps.cbv_ml_100g,
+            maps.mtt_s,
+            maps.tmax_s,
+        ];
+        for (w, plane) in writers.iter_mut().zip(planes) {
+            w.write_slice_f32(plane)?;
+        }
+        Ok(())
+    });
+    let summary = match summary {
+        Ok(s) => s,
+        Err(_) if interrupted => return Err(EdgeError::Interrupted),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names: Vec<String> = MAP_MODALITIES.iter().map(|&m| map_file_name(m)).collect();
+    for w in writers {
+        w.finish().map_err(EdgeError::writing)?;
+    }
+    let a = &summary.arterial;
+    let mut curves = vec![
+        PlotCurve {
+            values: &a.aif_measured_hu,
+            colour: AIF_MEASURED_COLOUR,
+        },
+        PlotCurve {
+            values: &a.aif_hu,
+            colour: AIF_COLOUR,
+        },
+    ];
+    if !a.vof_hu.is_empty() {
+        curves.push(PlotCurve {
+            values: &a.vof_hu,
+            colour: VOF_COLOUR,
+        });
+    }
+    write_curve_plot(&out_dir.join(AIF_VOF_FILE), summary.grid.dt_s, &curves)?;
+    names.push(AIF_VOF_FILE.to_owned());
+    Ok(ComputedMaps {
+        series: pwi.to_path_buf(),
+        n_frames: summary.grid.n_frames,
+        frame_interval_s: summary.grid.dt_s,
+        config: summary.config,
+        software: format!("strokeseg-shared {}", env!("CARGO_PKG_VERSION")),
+        aif_voxels: a.aif_voxels.clone(),
+        vof_voxels: a.vof_voxels.clone(),
+        aif_measured_hu: a.aif_measured_hu.clone(),
+        aif_hu: a.aif_hu.clone(),
+        vof_hu: a.vof_hu.clone(),
+        pv_scale: a.pv_scale,
+        baseline_frames: [a.baseline.start, a.baseline.end],
+        arrival_frame: a.arrival_frame,
+        n_tissue_voxels: summary.n_tissue_voxels,
+        warnings: summary.warnings.clone(),
+        files: names,
+    })
+}
