@@ -1,5 +1,6 @@
-//! The edge box's config file (TOML), read by `strokeseg-edge watch --config FILE`: where
-//! the study folders are, how to segment, the alert threshold and the status pins.
+//! The edge box's config file (TOML), read by `strokeseg-edge watch --config FILE` and
+//! `strokeseg-edge serve --config FILE`: where the study folders are, how to segment, the
+//! alert threshold, the DICOM node and the status pins.
 //! Command-line flags override single values. Example:
 //!
 //! ```toml
@@ -16,6 +17,19 @@
 //! # tta = "flip"                # test-time augmentation: "none" (default) or "flip"
 //! alert_threshold_ml = 70.0
 //!
+//! [dicom]                       # `strokeseg-edge serve`: the box as a DICOM node
+//! ae_title = "STROKESEG"        # the called AE title the scanner sends to
+//! port = 11112
+//! allowed_calling_ae_titles = ["CT_SCANNER"]   # others are rejected at association
+//! # allowed_peers = ["10.1.2.3"] # optional: peer addresses accepted (empty: any)
+//! idle_seconds = 30             # a study is complete when nothing arrived for this long
+//! # spool = "/var/lib/strokeseg/spool"          # default: <watch root>/spool (same file system)
+//! # uid_root = "1.2.826.0.1.3680043.10.999"      # default: 2.25.<uuid>
+//! [dicom.destination]           # the PACS the SEG, overlay and report go to
+//! ae_title = "PACS"
+//! host = "10.1.2.4"
+//! port = 104
+//!
 //! [pins]                        # omit for no pins
 //! backend = "cdev"              # GPIO lines (`gpio-cdev` build feature); "log": log levels
 //! chip = "/dev/gpiochip0"
@@ -25,6 +39,7 @@
 //! fault = 23
 //! ```
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -116,6 +131,73 @@ impl Default for SegmentSection {
     }
 }
 
+/// `[dicom.destination]`: where results are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSection {
+    /// The PACS's (called) AE title.
+    pub ae_title: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// The `[dicom]` table of `serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DicomSection {
+    /// Our AE title: the called AE title senders must use.
+    pub ae_title: String,
+    /// Listen address (all interfaces by default).
+    pub listen_address: IpAddr,
+    /// TCP port (0: any free port, logged; tests).
+    pub port: u16,
+    /// Calling AE titles accepted; others are rejected at association.
+    pub allowed_calling_ae_titles: Vec<String>,
+    /// Peer addresses accepted; empty accepts any.
+    pub allowed_peers: Vec<IpAddr>,
+    /// A study is complete when nothing arrived for this long, seconds.
+    pub idle_seconds: u64,
+    /// Receiving spool (default `<watch root>/spool`); on the watch root's file system.
+    pub spool: Option<PathBuf>,
+    /// Outbox of the DICOM results (default `<watch root>/dicom-outbox`).
+    pub outbox: Option<PathBuf>,
+    /// Where results are sent; absent: the SEG, overlay and report stay in the outbox.
+    pub destination: Option<DestinationSection>,
+    /// First wait after a failed delivery, seconds (doubling up to `retry_max_seconds`).
+    pub retry_base_seconds: u64,
+    /// Longest wait between delivery attempts, seconds.
+    pub retry_max_seconds: u64,
+    /// Root of new Series and SOP Instance UIDs (default: `2.25.<uuid>`).
+    pub uid_root: Option<String>,
+    /// Label results "not for diagnostic use" (always for a model trained on phantoms).
+    pub not_for_diagnostic_use: bool,
+    /// Which series descriptions name which perfusion map (site overrides).
+    pub recognizer: strokeseg_dicom::RecognizerConfig,
+}
+
+impl Default for DicomSection {
+    fn default() -> Self {
+        DicomSection {
+            ae_title: "STROKESEG".into(),
+            listen_address: IpAddr::from([0, 0, 0, 0]),
+            port: 11112,
+            allowed_calling_ae_titles: Vec::new(),
+            allowed_peers: Vec::new(),
+            idle_seconds: 30,
+            spool: None,
+            outbox: None,
+            destination: None,
+            retry_base_seconds: 5,
+            retry_max_seconds: 600,
+            uid_root: None,
+            not_for_diagnostic_use: true,
+            recognizer: strokeseg_dicom::RecognizerConfig::default(),
+        }
+    }
+}
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -124,6 +206,8 @@ pub struct EdgeConfig {
     pub watch: WatchSection,
     /// Method, model, alert threshold.
     pub segment: SegmentSection,
+    /// The DICOM node (`serve`).
+    pub dicom: DicomSection,
     /// Status pins.
     pub pins: PinConfig,
 }
@@ -210,6 +294,50 @@ mod tests {
         assert_eq!(d.failed, PathBuf::from("/var/lib/strokeseg/failed"));
         assert!(toml::from_str::<EdgeConfig>("[watch]\nrooot = \"a\"").is_err());
         assert!(WatchSection::default().dirs(Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn a_model_is_one_file_or_a_list_and_tta_is_named() {
+        let one: EdgeConfig = toml::from_str("[segment]\nmodel = \"a.onnx\"").unwrap();
+        assert_eq!(one.segment.model, [PathBuf::from("a.onnx")]);
+        assert_eq!(one.segment.tta, Tta::None);
+        let many: EdgeConfig =
+            toml::from_str("[segment]\nmodel = [\"a.onnx\", \"b.onnx\"]\ntta = \"flip\"").unwrap();
+        assert_eq!(many.segment.model.len(), 2);
+        assert_eq!(many.segment.tta, Tta::Flip);
+        assert!(toml::from_str::<EdgeConfig>("[segment]\ntta = \"rotate\"").is_err());
+        assert!(toml::from_str::<EdgeConfig>("[segment]\nmodel = 3").is_err());
+    }
+
+    #[test]
+    fn the_dicom_table_parses_and_refuses_unknown_fields() {
+        let text = r#"
+            [watch]
+            root = "/var/lib/strokeseg"
+            [dicom]
+            ae_title = "STROKESEG"
+            port = 11112
+            allowed_calling_ae_titles = ["CT_SCANNER"]
+            allowed_peers = ["10.1.2.3"]
+            idle_seconds = 30
+            [dicom.destination]
+            ae_title = "PACS"
+            host = "10.1.2.4"
+            port = 104
+            [dicom.recognizer]
+            cbf = ["PERFUSION FLOW"]
+        "#;
+        let c: EdgeConfig = toml::from_str(text).unwrap();
+        assert_eq!(c.dicom.allowed_calling_ae_titles, ["CT_SCANNER"]);
+        assert_eq!(c.dicom.destination.as_ref().map(|d| d.port), Some(104));
+        assert_eq!(c.dicom.recognizer.cbf, ["PERFUSION FLOW"]);
+        assert!(toml::from_str::<EdgeConfig>("[dicom]\naetitle = \"X\"").is_err());
+        assert!(
+            toml::from_str::<EdgeConfig>(
+                "[dicom.destination]\nae_title = \"P\"\nhost = \"h\"\nport = 1\nretry = 2"
+            )
+            .is_err()
+        );
     }
 
     #[test]

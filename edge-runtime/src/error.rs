@@ -98,6 +98,10 @@ pub enum EdgeError {
         /// What failed.
         reason: String,
     },
+    /// A received DICOM study or instance cannot be read or segmented (refused series,
+    /// only a raw dynamic series, broken geometry), or a DICOM result cannot be encoded.
+    #[error(transparent)]
+    Dicom(strokeseg_dicom::DicomError),
     /// Stopped by SIGTERM/SIGINT before the work was complete; nothing was published.
     #[error("interrupted by a signal; nothing was published")]
     Interrupted,
@@ -134,12 +138,24 @@ impl EdgeError {
         }
     }
 
+    /// A DICOM node error: OS errors (disk full, permissions) become
+    /// [`EdgeError::Output`] (the box's fault: the study is retried), the rest
+    /// [`EdgeError::Dicom`] (the study's fault: it fails).
+    pub fn dicom(e: strokeseg_dicom::DicomError) -> Self {
+        use strokeseg_dicom::DicomError as D;
+        match e {
+            D::Io { path, source } => EdgeError::Output { path, source },
+            D::Study(io) => EdgeError::writing(io),
+            other => EdgeError::Dicom(other),
+        }
+    }
+
     /// The process exit code for this error (documented in the README):
     /// 3 bad input study or file, 4 bad configuration, 5 bad or missing model,
     /// 6 outputs cannot be written, 7 status pins unavailable, 130 interrupted.
     pub fn exit_code(&self) -> u8 {
         match self {
-            EdgeError::Input(_) | EdgeError::Study { .. } => 3,
+            EdgeError::Input(_) | EdgeError::Study { .. } | EdgeError::Dicom(_) => 3,
             EdgeError::Config(_) | EdgeError::Settings { .. } => 4,
             EdgeError::Model(ModelError::Inference { .. }) => 1,
             EdgeError::Model(_) => 5,

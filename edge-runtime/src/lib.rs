@@ -14,6 +14,7 @@
 //! - [`report`], [`overlay`]: `report.json`, `overlay.png` and the AIF/VOF plot;
 //! - [`status`]: busy/done/alert/fault pins over `embedded_hal::digital::OutputPin`;
 //! - [`watch`], [`config`]: the inbox daemon and its config file;
+//! - [`serve`]: the DICOM node (receive, segment through `watch`'s queue, send results);
 //! - [`evaluate`], [`demo`], [`inspect`]: the other commands;
 //! - [`fixture`]: small ONNX models made in code for tests and benchmarks.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod perfusion;
 pub mod report;
 pub mod segment;
 pub mod segmenter;
+pub mod serve;
 pub mod status;
 pub mod watch;
 

@@ -146,6 +146,17 @@ enum Command {
         /// ONNX model (default: the embedded model, else the threshold rule).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// A DICOM round trip instead: a phantom study pushed by C-STORE to `serve` on a
+        /// free 127.0.0.1 port, results sent to a PACS played by this binary.
+        #[arg(long)]
+        dicom: bool,
+    },
+    /// The box as a DICOM node: receive studies from the scanner (Storage SCP), segment
+    /// each through watch's queue, send Segmentation, overlay and report to the PACS.
+    Serve {
+        /// Config file (TOML) with [watch] root and a [dicom] table.
+        #[arg(long)]
+        config: PathBuf,
     },
     /// ISLES metrics (Dice, precision, recall, volumes, Hausdorff, HD95, ASSD) of a predicted
     /// mask against a case's ground truth (OT).
@@ -174,7 +185,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Watch { .. } => "info",
+        Command::Watch { .. } | Command::Serve { .. } => "info",
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
@@ -367,11 +378,30 @@ fn run(command: Command) -> anyhow::Result<()> {
             let mut watcher = Watcher::new(settings, model, status, shutdown)?;
             watcher.run()?;
         }
+        Command::Serve { config } => strokeseg_edge::serve::serve_with_config(&config)?,
         Command::Demo {
             out,
             seed,
             case,
             model,
+            dicom: true,
+        } => {
+            let outcome = strokeseg_edge::demo::run_dicom_demo(
+                &out,
+                seed,
+                case,
+                model.as_deref(),
+                Duration::from_secs(300),
+            )
+            .with_context(|| format!("DICOM demo into {}", out.display()))?;
+            println!("{outcome}");
+        }
+        Command::Demo {
+            out,
+            seed,
+            case,
+            model,
+            dicom: false,
         } => {
             let outcome = run_demo(&out, seed, case, model.as_deref())
                 .with_context(|| format!("demo into {}", out.display()))?;

@@ -8,6 +8,9 @@
 //! (slice 0 first); in each tile the image x axis runs to the right and the y axis up
 //! (row `ny − 1` at the top). No text is drawn (no fonts needed).
 //!
+//! [`colour_slice`] gives one slice in the same colours at full resolution (the DICOM
+//! node's Secondary Capture overlay): one colouring for both.
+//!
 //! Written as a PNG stream one band of tiles at a time (the PNG encoder buffers and
 //! compresses into the file as it goes): memory is one band buffer sized for
 //! [`MAX_COLUMNS`] tiles, whatever the number of slices (a study with fewer slices uses a
@@ -29,6 +32,73 @@ const BACKGROUND: [u8; 3] = [16, 16, 24];
 const OUTLINE: [u8; 3] = [255, 40, 40];
 /// The threshold rule's outline beside a model's (cyan: apart from red for every reader).
 const REFERENCE_OUTLINE: [u8; 3] = [40, 220, 255];
+
+/// Whether pixel `(x, y)` of the `w × h` mask `mask` is on its outline (inside, with a
+/// 4-neighbour outside or beyond the border).
+fn is_edge(mask: &[u8], w: usize, h: usize, x: usize, y: usize) -> bool {
+    let at = |x: isize, y: isize| {
+        x >= 0
+            && y >= 0
+            && (x as usize) < w
+            && (y as usize) < h
+            && mask[y as usize * w + x as usize] != 0
+    };
+    let (x, y) = (x as isize, y as isize);
+    at(x, y) && !(at(x - 1, y) && at(x + 1, y) && at(x, y - 1) && at(x, y + 1))
+}
+
+/// The one colouring of the overlay: the lesion outline in red, else the reference outline
+/// in cyan, else `grey` (display value in `[0, 1]`) in grey.
+fn pixel_colour(grey: f32, lesion_edge: bool, reference_edge: bool) -> [u8; 3] {
+    if lesion_edge {
+        OUTLINE
+    } else if reference_edge {
+        REFERENCE_OUTLINE
+    } else {
+        let g = (grey.clamp(0.0, 1.0) * 255.0).round() as u8;
+        [g, g, g]
+    }
+}
+
+/// One slice coloured as in the montage, at full resolution and in the slice's own pixel
+/// order (`x` fastest, row `y = 0` first, no flip: the order of the source image, as a
+/// DICOM Secondary Capture beside it needs): `grey`, `mask` and `reference` are `nx · ny`,
+/// `rgb` is `3 · nx · ny`. Sizes that disagree are an [`EdgeError::Output`] naming `what`.
+pub fn colour_slice(
+    grey: &[f32],
+    mask: &[u8],
+    reference: Option<&[u8]>,
+    nx: usize,
+    ny: usize,
+    rgb: &mut [u8],
+) -> Result<(), EdgeError> {
+    let n = nx * ny;
+    if grey.len() != n
+        || mask.len() != n
+        || reference.is_some_and(|r| r.len() != n)
+        || rgb.len() != 3 * n
+    {
+        return Err(EdgeError::output(
+            "overlay slice",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("slice of {nx}×{ny}: buffers of the wrong size"),
+            ),
+        ));
+    }
+    for y in 0..ny {
+        for x in 0..nx {
+            let i = y * nx + x;
+            let c = pixel_colour(
+                grey[i],
+                is_edge(mask, nx, ny, x, y),
+                reference.is_some_and(|r| is_edge(r, nx, ny, x, y)),
+            );
+            rgb[3 * i..3 * i + 3].copy_from_slice(&c);
+        }
+    }
+    Ok(())
+}
 
 /// Streams the montage to a PNG file.
 pub struct MontageWriter {
@@ -164,29 +234,15 @@ impl MontageWriter {
                     reference.map_or(0, |r| u8::from(r[src(tx, ty)] != 0));
             }
         }
-        let is_edge = |tile: &[u8], tx: usize, ty: usize| {
-            let at = |x: isize, y: isize| {
-                x >= 0
-                    && y >= 0
-                    && (x as usize) < tw
-                    && (y as usize) < th
-                    && tile[y as usize * tw + x as usize] != 0
-            };
-            let (x, y) = (tx as isize, ty as isize);
-            at(x, y) && !(at(x - 1, y) && at(x + 1, y) && at(x, y - 1) && at(x, y + 1))
-        };
         let x0 = GAP_PX + self.in_band * (tw + GAP_PX);
         for ty in 0..th {
             let row = (GAP_PX + ty) * self.stride;
             for tx in 0..tw {
-                let rgb = if is_edge(&self.tile_mask, tx, ty) {
-                    OUTLINE
-                } else if is_edge(&self.tile_reference, tx, ty) {
-                    REFERENCE_OUTLINE
-                } else {
-                    let g = (grey[src(tx, ty)].clamp(0.0, 1.0) * 255.0).round() as u8;
-                    [g, g, g]
-                };
+                let rgb = pixel_colour(
+                    grey[src(tx, ty)],
+                    is_edge(&self.tile_mask, tw, th, tx, ty),
+                    is_edge(&self.tile_reference, tw, th, tx, ty),
+                );
                 let o = (row + x0 + tx) * 3;
                 self.band[o..o + 3].copy_from_slice(&rgb);
             }
@@ -382,6 +438,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_resolution_slice_is_coloured_as_the_montage_without_flip() {
+        let (nx, ny) = (10, 8);
+        let grey = vec![0.5f32; nx * ny];
+        let mut mask = vec![0u8; nx * ny];
+        for y in 2..5 {
+            for x in 4..7 {
+                mask[y * nx + x] = 1;
+            }
+        }
+        let mut rgb = vec![0u8; 3 * nx * ny];
+        colour_slice(&grey, &mask, None, nx, ny, &mut rgb).unwrap();
+        let px = |x: usize, y: usize| {
+            let o = (y * nx + x) * 3;
+            [rgb[o], rgb[o + 1], rgb[o + 2]]
+        };
+        assert_eq!(px(4, 2), OUTLINE);
+        assert_eq!(px(5, 3), [128, 128, 128]);
+        assert_eq!(px(0, 0), [128, 128, 128]);
+        assert!(colour_slice(&grey, &mask, None, nx, ny, &mut rgb[1..]).is_err());
+    }
+
+    #[test]
     fn the_reference_outline_is_drawn_where_the_lesion_outline_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.png");
@@ -419,6 +497,7 @@ mod tests {
         assert_eq!(px(5, 3), [128, 128, 128]); // inside both
         assert_eq!(px(0, 0), [128, 128, 128]); // outside both
     }
+
     #[test]
     fn curve_plot_draws_each_curve_in_its_colour() {
         let dir = tempfile::tempdir().unwrap();

@@ -33,8 +33,8 @@ use strokeseg_io::atomic::write_atomically;
 
 use crate::EdgeError;
 use crate::config::WatchDirs;
-use crate::report::{Method, REPORT_FILE};
-use crate::segment::{SegmentOptions, StagingDir, segment_study};
+use crate::report::{Method, REPORT_FILE, Report};
+use crate::segment::{SegmentOptions, SliceObserver, StagingDir, segment_study_observed};
 use crate::segmenter::Segmenter;
 use crate::status::StatusSink;
 
@@ -123,7 +123,50 @@ impl Shutdown {
     }
 }
 
-fn failpoint(name: &str) {
+/// What a daemon built on this queue does around the segmentation of each claimed study
+/// (`watch`: nothing, the folder is the case; `serve`: DICOM in, DICOM out). Every step may
+/// run again after a crash, so each must be safe to repeat.
+pub trait StudyHandler {
+    /// The case folder to segment for the claimed `study` folder (`serve` converts the
+    /// DICOM instances there into a NIfTI case folder). `staging` is the study's output
+    /// staging folder. An error fails the study (or, for an output error, stops the daemon).
+    fn prepare(&mut self, study: &Path, staging: &Path) -> Result<PathBuf, EdgeError>;
+    /// Sees each slice as it is segmented.
+    fn observer(&mut self) -> &mut dyn SliceObserver;
+    /// After segmentation, before publication: further outputs into `staging`.
+    fn finish(&mut self, report: &Report, staging: &Path) -> Result<(), EdgeError>;
+    /// After publication of `published` (also for a study found published after a
+    /// restart, before it is archived): hands the outputs on.
+    fn published(&mut self, name: &str, published: &Path) -> Result<(), EdgeError>;
+}
+
+/// `watch`'s handler: the claimed folder is the case folder, nothing else happens.
+#[derive(Debug, Default)]
+pub struct PlainStudies;
+
+impl SliceObserver for PlainStudies {
+    fn slice(&mut self, _: usize, _: &[f32], _: &[u8], _: Option<&[u8]>) -> Result<(), EdgeError> {
+        Ok(())
+    }
+}
+
+impl StudyHandler for PlainStudies {
+    fn prepare(&mut self, study: &Path, _staging: &Path) -> Result<PathBuf, EdgeError> {
+        Ok(study.to_path_buf())
+    }
+    fn observer(&mut self) -> &mut dyn SliceObserver {
+        self
+    }
+    fn finish(&mut self, _report: &Report, _staging: &Path) -> Result<(), EdgeError> {
+        Ok(())
+    }
+    fn published(&mut self, _name: &str, _published: &Path) -> Result<(), EdgeError> {
+        Ok(())
+    }
+}
+
+/// Aborts the process at test crash point `name` when [`FAILPOINT_ENV`] names it.
+pub fn failpoint(name: &str) {
     if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
         tracing::warn!(failpoint = name, "aborting at test failpoint");
         std::process::abort();
@@ -135,7 +178,7 @@ fn io_err(path: &Path, e: std::io::Error) -> EdgeError {
 }
 
 /// Renames `from` to `to` and syncs `to`'s parent folder.
-fn rename_synced(from: &Path, to: &Path) -> Result<(), EdgeError> {
+pub(crate) fn rename_synced(from: &Path, to: &Path) -> Result<(), EdgeError> {
     std::fs::rename(from, to).map_err(|e| io_err(to, e))?;
     if let Some(parent) = to.parent()
         && let Ok(d) = std::fs::File::open(parent)
@@ -146,7 +189,7 @@ fn rename_synced(from: &Path, to: &Path) -> Result<(), EdgeError> {
 }
 
 /// `dir/name`, or `dir/name.N` with the smallest N that exists in none of `dirs`.
-fn unique_name(dirs: &[&Path], name: &str) -> String {
+pub(crate) fn unique_name(dirs: &[&Path], name: &str) -> String {
     let taken = |n: &str| dirs.iter().any(|d| d.join(n).exists());
     if !taken(name) {
         return name.to_owned();
@@ -183,6 +226,7 @@ pub struct Watcher {
     model: Option<Segmenter>,
     status: Box<dyn StatusSink + Send>,
     shutdown: Shutdown,
+    handler: Box<dyn StudyHandler + Send>,
 }
 
 impl Watcher {
@@ -207,7 +251,14 @@ impl Watcher {
             model,
             status,
             shutdown,
+            handler: Box::new(PlainStudies),
         })
+    }
+
+    /// The daemon with `handler` around each study instead of [`PlainStudies`].
+    pub fn with_handler(mut self, handler: Box<dyn StudyHandler + Send>) -> Watcher {
+        self.handler = handler;
+        self
     }
 
     /// Runs until a signal (or, with `once`, until nothing is ready).
@@ -311,6 +362,7 @@ impl Watcher {
         let published = d.outbox.join(name);
         if published.join(REPORT_FILE).is_file() {
             tracing::info!(study = %name, "outputs already published before a restart: archiving only");
+            self.handler.published(name, &published)?;
             self.archive(&study, &d.done, name)?;
             summary.recovered += 1;
             return Ok(());
@@ -328,20 +380,31 @@ impl Watcher {
         let staging = StagingDir::create(d.outbox.join(format!(".staging-{name}")))?;
         self.status.start();
         let t = Instant::now();
-        let result = segment_study(
-            &study,
-            self.settings.method,
-            self.model.as_mut(),
-            &self.settings.options,
-            staging.path(),
-            self.shutdown.cancel_flag(),
-        );
+        let result = self
+            .handler
+            .prepare(&study, staging.path())
+            .and_then(|case_dir| {
+                segment_study_observed(
+                    &case_dir,
+                    self.settings.method,
+                    self.model.as_mut(),
+                    &self.settings.options,
+                    staging.path(),
+                    self.shutdown.cancel_flag(),
+                    self.handler.observer(),
+                )
+            })
+            .and_then(|report| {
+                self.handler.finish(&report, staging.path())?;
+                Ok(report)
+            });
         match result {
             Ok(report) => {
                 failpoint("before_publish");
                 rename_synced(staging.path(), &published)?;
                 staging.keep();
                 failpoint("after_publish");
+                self.handler.published(name, &published)?;
                 self.archive(&study, &d.done, name)?;
                 tracing::info!(
                     study = %name,

@@ -2,11 +2,12 @@
 //!
 //! 1. Debian's `dcmtk` (`storescu`, `storescp`, `echoscu`, `dcmdump`) and `dicom3tools`
 //!    (`dciodvfy`) are installed with apt-get when missing (as root).
-//! 2. `cargo test -p strokeseg-dicom` runs with `STROKESEG_DICOM_TOOLS=required`, so a test
-//!    that would skip for a missing tool fails instead; the tests start the tools themselves
-//!    on 127.0.0.1 with free ports (storescu → our SCP, incl. `kill -9`; our SCU → storescp,
-//!    the received SEG through dciodvfy). The objects storescp received are kept in
-//!    `target/tmp/dicom-check/`.
+//! 2. `cargo test -p strokeseg-dicom` and `cargo test -p strokeseg-edge --test serve` run
+//!    with `STROKESEG_DICOM_TOOLS=required`, so a test that would skip for a missing tool
+//!    fails instead; the tests start the tools themselves on 127.0.0.1 with free ports
+//!    (storescu → our SCP, incl. `kill -9`; our SCU → storescp, the received SEG through
+//!    dciodvfy; storescu → `strokeseg-edge serve` → storescp end to end, with faults). The
+//!    objects storescp received from the crate's test are kept in `target/tmp/dicom-check/`.
 //! 3. Those SEG, SC and SR files are loaded with pydicom (`tests/scripts/check_dicom.py`,
 //!    pydicom in `.cache/venv-dicom`); skipped, saying so, when pip cannot install it.
 
@@ -29,17 +30,22 @@ pub fn run(root: &Path) -> Result<()> {
             .join("tmp")
             .join("dicom-check"),
     )?;
-    let line = "cargo test -p strokeseg-dicom (STROKESEG_DICOM_TOOLS=required)";
-    println!("$ {line}");
-    let status = Command::new("cargo")
-        .args(["test", "-p", "strokeseg-dicom"])
-        .env("STROKESEG_DICOM_TOOLS", "required")
-        .env("STROKESEG_DICOM_KEEP", &keep)
-        .current_dir(root)
-        .status()
-        .context("could not start cargo")?;
-    if !status.success() {
-        bail!("`{line}` failed ({status})");
+    for args in [
+        &["test", "-p", "strokeseg-dicom"][..],
+        &["test", "-p", "strokeseg-edge", "--test", "serve"][..],
+    ] {
+        let line = format!("cargo {} (STROKESEG_DICOM_TOOLS=required)", args.join(" "));
+        println!("$ {line}");
+        let status = Command::new("cargo")
+            .args(args)
+            .env("STROKESEG_DICOM_TOOLS", "required")
+            .env("STROKESEG_DICOM_KEEP", &keep)
+            .current_dir(root)
+            .status()
+            .context("could not start cargo")?;
+        if !status.success() {
+            bail!("`{line}` failed ({status})");
+        }
     }
     let Some(python) = process::python_venv(
         root,

@@ -36,6 +36,9 @@ pub struct Provenance {
     pub not_for_diagnostic_use: bool,
 }
 
+/// SOP Class UID of the Segmentation ([`write_segmentation`]).
+pub const SEGMENTATION_SOP_CLASS_UID: &str = uids::SEGMENTATION_STORAGE;
+
 /// The label every derived object carries when [`Provenance::not_for_diagnostic_use`].
 pub const NOT_FOR_DIAGNOSTIC_USE: &str = "NOT FOR DIAGNOSTIC USE";
 
@@ -469,7 +472,7 @@ pub fn unpack_bits(bytes: &[u8], n: usize) -> Vec<u8> {
 /// Writes the overlay as a Secondary Capture series into `dir` (`SC_<k>.dcm`): one RGB
 /// image per slice of `source` (`rgb` is `[slice][row][column][r, g, b]`), derived from
 /// and referencing the source slice, labelled "not for diagnostic use" when the provenance
-/// says so.
+/// says so. [`OverlaySeriesWriter`] does the same one slice at a time.
 pub fn write_overlay_series(
     dir: &Path,
     source: &RecognisedSeries,
@@ -492,48 +495,123 @@ pub fn write_overlay_series(
             ),
         });
     }
-    std::fs::create_dir_all(dir).map_err(|e| DicomError::io(dir, e))?;
-    let series_uid = opts.uid_root.generate();
-    let label = if provenance.not_for_diagnostic_use {
-        format!(
-            "{NOT_FOR_DIAGNOSTIC_USE}: lesion overlay from {} {} (phantom-trained)",
-            provenance.model_name, provenance.model_version
-        )
-    } else {
-        format!(
-            "lesion overlay from {} {}",
-            provenance.model_name, provenance.model_version
-        )
-    };
-    let mut written = Vec::new();
-    for (k, (inst, pixels)) in source
-        .instances
-        .iter()
-        .zip(rgb.chunks_exact(per_slice))
-        .enumerate()
-    {
-        let sop_uid = opts.uid_root.generate();
-        let mut obj = Object::new_empty();
-        common(
-            &mut obj,
-            study,
-            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
-            &sop_uid,
-            opts,
-        );
-        put_str(&mut obj, tags::MODALITY, VR::CS, "OT");
-        put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series_uid);
-        put_is(
-            &mut obj,
-            tags::SERIES_NUMBER,
-            i64::from(opts.first_series_number + 1),
-        );
+    let mut writer = OverlaySeriesWriter::new(dir, source, study, provenance, opts)?;
+    for pixels in rgb.chunks_exact(per_slice) {
+        writer.add_slice(pixels)?;
+    }
+    writer.finish()
+}
+
+/// The Secondary Capture overlay series written slice by slice (memory: one slice's
+/// object), slice `k` of `source` in its sorted order at the `k`-th call.
+#[derive(Debug)]
+pub struct OverlaySeriesWriter {
+    dir: PathBuf,
+    source: RecognisedSeries,
+    study: StudyAttributes,
+    opts: DerivedOptions,
+    rows: usize,
+    columns: usize,
+    series_uid: String,
+    label: String,
+    description: String,
+    written: Vec<WrittenObject>,
+}
+
+impl OverlaySeriesWriter {
+    /// Starts the series in `dir` (created).
+    pub fn new(
+        dir: &Path,
+        source: &RecognisedSeries,
+        study: &StudyAttributes,
+        provenance: &Provenance,
+        opts: &DerivedOptions,
+    ) -> Result<OverlaySeriesWriter, DicomError> {
+        let g = source_geometry(source)?;
+        std::fs::create_dir_all(dir).map_err(|e| DicomError::io(dir, e))?;
+        let label = if provenance.not_for_diagnostic_use {
+            format!(
+                "{NOT_FOR_DIAGNOSTIC_USE}: lesion overlay from {} {} (phantom-trained)",
+                provenance.model_name, provenance.model_version
+            )
+        } else {
+            format!(
+                "lesion overlay from {} {}",
+                provenance.model_name, provenance.model_version
+            )
+        };
         let description = if provenance.not_for_diagnostic_use {
             format!("core overlay ({NOT_FOR_DIAGNOSTIC_USE})")
         } else {
             "core overlay".into()
         };
-        put_str(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, &description);
+        Ok(OverlaySeriesWriter {
+            dir: dir.to_path_buf(),
+            source: source.clone(),
+            study: study.clone(),
+            opts: opts.clone(),
+            rows: g.rows,
+            columns: g.columns,
+            series_uid: opts.uid_root.generate(),
+            label,
+            description,
+            written: Vec::new(),
+        })
+    }
+
+    /// Writes the next slice: `pixels` is `[row][column][r, g, b]`.
+    pub fn add_slice(&mut self, pixels: &[u8]) -> Result<(), DicomError> {
+        let k = self.written.len();
+        let inst = self
+            .source
+            .instances
+            .get(k)
+            .ok_or_else(|| DicomError::Encode {
+                what: "overlay".into(),
+                reason: format!(
+                    "slice {k} beyond the {} of the source series",
+                    self.source.instances.len()
+                ),
+            })?;
+        if pixels.len() != self.rows * self.columns * 3 {
+            return Err(DicomError::Encode {
+                what: format!("overlay slice {k}"),
+                reason: format!(
+                    "{} bytes of RGB for {}×{}",
+                    pixels.len(),
+                    self.rows,
+                    self.columns
+                ),
+            });
+        }
+        let opts = &self.opts;
+        let sop_uid = opts.uid_root.generate();
+        let mut obj = Object::new_empty();
+        common(
+            &mut obj,
+            &self.study,
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            &sop_uid,
+            opts,
+        );
+        put_str(&mut obj, tags::MODALITY, VR::CS, "OT");
+        put_str(
+            &mut obj,
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &self.series_uid,
+        );
+        put_is(
+            &mut obj,
+            tags::SERIES_NUMBER,
+            i64::from(opts.first_series_number + 1),
+        );
+        put_str(
+            &mut obj,
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            &self.description,
+        );
         put_is(&mut obj, tags::INSTANCE_NUMBER, k as i64 + 1);
         put_str(&mut obj, tags::PATIENT_ORIENTATION, VR::CS, "");
         put_str(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "HEAD");
@@ -544,8 +622,8 @@ pub fn write_overlay_series(
             &["DERIVED", "SECONDARY"],
         );
         put_str(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
-        put_str(&mut obj, tags::DERIVATION_DESCRIPTION, VR::ST, &label);
-        put_str(&mut obj, tags::IMAGE_COMMENTS, VR::LT, &label);
+        put_str(&mut obj, tags::DERIVATION_DESCRIPTION, VR::ST, &self.label);
+        put_str(&mut obj, tags::IMAGE_COMMENTS, VR::LT, &self.label);
         put_str(&mut obj, tags::BURNED_IN_ANNOTATION, VR::CS, "NO");
         put_seq(
             &mut obj,
@@ -558,8 +636,8 @@ pub fn write_overlay_series(
         put_u16(&mut obj, tags::SAMPLES_PER_PIXEL, &[3]);
         put_str(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
         put_u16(&mut obj, tags::PLANAR_CONFIGURATION, &[0]);
-        put_u16(&mut obj, tags::ROWS, &[g.rows as u16]);
-        put_u16(&mut obj, tags::COLUMNS, &[g.columns as u16]);
+        put_u16(&mut obj, tags::ROWS, &[self.rows as u16]);
+        put_u16(&mut obj, tags::COLUMNS, &[self.columns as u16]);
         put_u16(&mut obj, tags::BITS_ALLOCATED, &[8]);
         put_u16(&mut obj, tags::BITS_STORED, &[8]);
         put_u16(&mut obj, tags::HIGH_BIT, &[7]);
@@ -573,15 +651,30 @@ pub fn write_overlay_series(
             VR::OB,
             PrimitiveValue::U8(bytes.into()),
         ));
-        let path = dir.join(format!("SC_{k:04}.dcm"));
+        let path = self.dir.join(format!("SC_{k:04}.dcm"));
         write_object(&path, obj, &format!("overlay slice {k}"))?;
-        written.push(WrittenObject {
+        self.written.push(WrittenObject {
             path,
-            series_uid: series_uid.clone(),
+            series_uid: self.series_uid.clone(),
             sop_instance_uid: sop_uid,
         });
+        Ok(())
     }
-    Ok(written)
+
+    /// The objects written; every slice of the source must have been added.
+    pub fn finish(self) -> Result<Vec<WrittenObject>, DicomError> {
+        if self.written.len() != self.source.instances.len() {
+            return Err(DicomError::Encode {
+                what: "overlay".into(),
+                reason: format!(
+                    "{} of {} slices written",
+                    self.written.len(),
+                    self.source.instances.len()
+                ),
+            });
+        }
+        Ok(self.written)
+    }
 }
 
 /// What the report states.

@@ -42,7 +42,7 @@ impl Default for InstanceLimits {
 }
 
 /// What a reader needs of one instance, read without its pixel data.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InstanceHeader {
     /// The file.
     pub path: PathBuf,

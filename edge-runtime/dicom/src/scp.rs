@@ -43,6 +43,14 @@ pub const ACCEPTED_SOP_CLASSES: &[&str] = &[
     uids::VERIFICATION,
 ];
 
+/// The storage classes accepted besides [`ACCEPTED_SOP_CLASSES`] when the SCP plays the
+/// PACS ([`ScpConfig::archive`]): Segmentation, Enhanced and Comprehensive SR.
+pub const ARCHIVE_SOP_CLASSES: &[&str] = &[
+    uids::SEGMENTATION_STORAGE,
+    uids::ENHANCED_SR_STORAGE,
+    uids::COMPREHENSIVE_SR_STORAGE,
+];
+
 /// The transfer syntaxes accepted: uncompressed only (no pure-Rust decoder is linked for
 /// the compressed ones).
 pub const ACCEPTED_TRANSFER_SYNTAXES: &[&str] = &[
@@ -82,6 +90,9 @@ pub struct ScpConfig {
     pub idle_seconds: u64,
     /// Associations served at once; more are rejected (transiently) until one ends.
     pub max_associations: usize,
+    /// Play the PACS (`demo --dicom`): also accept [`ARCHIVE_SOP_CLASSES`] and check only
+    /// that an instance parses and names its study, series and instance (no image checks).
+    pub archive: bool,
 }
 
 impl ScpConfig {
@@ -99,6 +110,7 @@ impl ScpConfig {
             read_timeout_s: 60,
             idle_seconds: 30,
             max_associations: 8,
+            archive: false,
         }
     }
 
@@ -537,6 +549,11 @@ fn handle_association(
     for class in ACCEPTED_SOP_CLASSES {
         options = options.with_abstract_syntax(*class);
     }
+    if config.archive {
+        for class in ARCHIVE_SOP_CLASSES {
+            options = options.with_abstract_syntax(*class);
+        }
+    }
     let mut association = match options.establish(stream) {
         Ok(a) => a,
         // Rejections were logged by the allow-list; anything else is the peer's problem.
@@ -741,7 +758,12 @@ fn finish_instance(
     if let Some((status, reason)) = r.error.take() {
         return fail(status, reason, &r.tmp_path);
     }
-    let header = match validate_instance(&r.tmp_path, &config.limits) {
+    let checked = if config.archive {
+        archived_header(&r.tmp_path)
+    } else {
+        validate_instance(&r.tmp_path, &config.limits)
+    };
+    let header = match checked {
         Ok(h) => h,
         Err(e) => {
             return fail(
@@ -813,6 +835,37 @@ fn finish_instance(
         },
     );
     (STATUS_SUCCESS, String::new())
+}
+
+/// The UIDs of any instance that parses (archive mode).
+fn archived_header(path: &Path) -> Result<crate::read::InstanceHeader, DicomError> {
+    let obj = dicom_object::open_file(path).map_err(|e| DicomError::Parse {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let s = |tag| crate::attr::opt_str(&obj, tag).unwrap_or_default();
+    let header = crate::read::InstanceHeader {
+        path: path.to_path_buf(),
+        sop_class_uid: s(tags::SOP_CLASS_UID),
+        sop_instance_uid: s(tags::SOP_INSTANCE_UID),
+        study_uid: s(tags::STUDY_INSTANCE_UID),
+        series_uid: s(tags::SERIES_INSTANCE_UID),
+        ..crate::read::InstanceHeader::default()
+    };
+    for (value, attribute) in [
+        (&header.sop_instance_uid, "SOPInstanceUID"),
+        (&header.study_uid, "StudyInstanceUID"),
+        (&header.series_uid, "SeriesInstanceUID"),
+    ] {
+        if value.is_empty() {
+            return Err(DicomError::BadAttribute {
+                path: path.to_path_buf(),
+                attribute,
+                reason: "missing".into(),
+            });
+        }
+    }
+    Ok(header)
 }
 
 fn send_response(

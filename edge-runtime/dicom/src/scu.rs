@@ -89,6 +89,12 @@ fn outgoing(path: &Path) -> Result<Outgoing, DicomError> {
     })
 }
 
+/// The SOP Class and SOP Instance UIDs of the DICOM file `path` (from its file meta).
+pub fn file_sop_uids(path: &Path) -> Result<(String, String), DicomError> {
+    let o = outgoing(path)?;
+    Ok((o.sop_class_uid, o.sop_instance_uid))
+}
+
 /// Sends `files` to `dest` in one association as `calling_ae`, each re-encoded in the
 /// transfer syntax accepted for its class (Explicit or Implicit VR Little Endian);
 /// returns the SOP Instance UIDs acknowledged with success. The first failure (network,
@@ -372,7 +378,7 @@ fn unix_s(t: SystemTime) -> u64 {
 
 impl Outbox {
     /// Opens (creating) the outbox at `root`. Jobs of an earlier run are still pending;
-    /// a job folder without `job.json` (an enqueue interrupted before it finished) is
+    /// a job being built (`pending/.<job>`, an enqueue interrupted before its rename) is
     /// removed.
     pub fn open(root: &Path) -> Result<Outbox, DicomError> {
         let outbox = Outbox {
@@ -381,8 +387,14 @@ impl Outbox {
         for d in [outbox.pending(), outbox.sent()] {
             std::fs::create_dir_all(&d).map_err(|e| DicomError::io(&d, e))?;
         }
-        for job in outbox.jobs()? {
-            if !job.join(JOB_FILE).is_file() {
+        let pending = outbox.pending();
+        for entry in std::fs::read_dir(&pending)
+            .map_err(|e| DicomError::io(&pending, e))?
+            .flatten()
+        {
+            let job = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if job.is_dir() && (hidden || !job.join(JOB_FILE).is_file()) {
                 tracing::warn!(job = %job.display(), "removing a job whose enqueue was interrupted");
                 let _ = std::fs::remove_dir_all(&job);
             }
@@ -403,6 +415,7 @@ impl Outbox {
         let mut jobs: Vec<PathBuf> = std::fs::read_dir(&pending)
             .map_err(|e| DicomError::io(&pending, e))?
             .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| e.path())
             .filter(|p| p.is_dir())
             .collect();
@@ -419,17 +432,24 @@ impl Outbox {
             .collect())
     }
 
-    /// Copies `files` into a new job `name` (sanitised; made unique), due now; the job
-    /// exists only once `job.json` is written (atomically, last).
+    /// Copies `files` into a new job `name` (sanitised; made unique), due now. The job is
+    /// built in `pending/.<job>` and appears by one rename once complete, so a delivery
+    /// pass running beside never sees half a job. Not safe against a second enqueuer
+    /// running at the same time (one process owns an outbox).
     pub fn enqueue(&self, name: &str, files: &[PathBuf]) -> Result<String, DicomError> {
         let base = sanitize::path_component(name);
-        let mut job_name = base.clone();
+        let base = base.trim_start_matches('.');
+        let base = if base.is_empty() { "job" } else { base };
+        let mut job_name = base.to_owned();
         let mut n = 1;
         while self.pending().join(&job_name).exists() || self.sent().join(&job_name).exists() {
             job_name = format!("{base}.{n}");
             n += 1;
         }
-        let dir = self.pending().join(&job_name);
+        let dir = self.pending().join(format!(".{job_name}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| DicomError::io(&dir, e))?;
+        }
         std::fs::create_dir_all(&dir).map_err(|e| DicomError::io(&dir, e))?;
         let mut names = Vec::new();
         for (i, f) in files.iter().enumerate() {
@@ -446,6 +466,11 @@ impl Outbox {
             last_error: None,
         };
         strokeseg_io::atomic::write_json_atomically(&dir.join(JOB_FILE), &state)?;
+        let target = self.pending().join(&job_name);
+        std::fs::rename(&dir, &target).map_err(|e| DicomError::io(&target, e))?;
+        if let Ok(d) = std::fs::File::open(self.pending()) {
+            let _ = d.sync_all();
+        }
         Ok(job_name)
     }
 
