@@ -547,3 +547,19 @@ fn a_study_with_only_the_dynamic_series_is_refused_into_failed() {
     assert_eq!(dcm_files(&failed).len(), dynamic.files.len());
     assert!(node.log_text().contains("only a raw dynamic CTP series"));
 }
+
+#[test]
+fn demo_dicom_needs_no_tools_and_says_where_the_seg_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let o = common::edge(&["demo", "--dicom", "--out", out.to_str().unwrap()]);
+    let text = common::text(&o);
+    assert!(o.status.success(), "{text}");
+    let seg_line = text
+        .lines()
+        .find(|l| l.starts_with("SEG at PACS"))
+        .unwrap_or_else(|| panic!("no SEG line in:\n{text}"));
+    let seg = PathBuf::from(seg_line.trim_start_matches("SEG at PACS").trim());
+    assert!(is_seg(&seg), "{}", seg.display());
+    assert!(text.contains("turnaround"), "{text}");
+}
