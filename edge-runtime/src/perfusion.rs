@@ -17,8 +17,9 @@ use strokeseg_io::{
     read_header,
 };
 use strokeseg_shared::Modality;
-use strokeseg_shared::perfusion::PerfusionConfig;
+use strokeseg_shared::config::MapsProvenance;
 use strokeseg_shared::perfusion::aif::{PerfusionWarning, Voxel};
+use strokeseg_shared::perfusion::{PerfusionConfig, PerfusionPreset};
 
 use crate::EdgeError;
 use crate::overlay::{PlotCurve, write_curve_plot};
@@ -32,7 +33,8 @@ pub enum MapsSource {
     /// Computed from the study's `CT_4DPWI` (an error when it is missing), whatever maps the
     /// study also holds.
     Computed,
-    /// Provided when the study holds all four maps, else computed when it has `CT_4DPWI`.
+    /// Provided when the study holds all four maps, else computed when it has `CT_4DPWI`;
+    /// for a model trained on computed maps, computed whenever it has `CT_4DPWI`.
     #[default]
     Auto,
 }
@@ -115,10 +117,13 @@ pub fn warning_text(w: &PerfusionWarning) -> String {
 
 /// The study's files with the maps to read: as found when they are provided, else with
 /// the maps computed into `staging` from `CT_4DPWI` (then also returned: what the report
-/// records). `cancel` is polled between slices.
+/// records). With [`MapsSource::Auto`], `prefer_computed` (a model trained on computed
+/// maps) computes them whenever the study has the series. `cancel` is polled between
+/// slices.
 pub fn resolve_maps(
     case_dir: &Path,
     source: MapsSource,
+    prefer_computed: bool,
     config: &PerfusionConfig,
     staging: &Path,
     cancel: &AtomicBool,
@@ -128,7 +133,9 @@ pub fn resolve_maps(
     let compute = match source {
         MapsSource::Provided => false,
         MapsSource::Computed => true,
-        MapsSource::Auto => !provided && files.files.contains_key(&Modality::Pwi),
+        MapsSource::Auto => {
+            (prefer_computed || !provided) && files.files.contains_key(&Modality::Pwi)
+        }
     };
     if !compute {
         return Ok((files, None));
@@ -231,5 +238,42 @@ pub fn compute_maps(
         n_tissue_voxels: summary.n_tissue_voxels,
         warnings: summary.warnings.clone(),
         files: names,
+    })
+}
+
+/// Refuses a model run whose maps are not those the model was trained on: `trained_on`
+/// from the model's metadata, `computed` whether this run computed them (with `config`).
+pub fn check_provenance(
+    case_dir: &Path,
+    model: &str,
+    trained_on: MapsProvenance,
+    computed: bool,
+    config: &PerfusionConfig,
+) -> Result<(), EdgeError> {
+    let given = if computed {
+        PerfusionPreset::matching(config).map(MapsProvenance::computed)
+    } else {
+        Some(MapsProvenance::Provided)
+    };
+    if given == Some(trained_on) {
+        return Ok(());
+    }
+    let given = given.map_or_else(
+        || "maps computed by strokeseg with a configuration that is no preset".to_owned(),
+        |g| g.to_string(),
+    );
+    let hint = match trained_on {
+        MapsProvenance::Provided => {
+            "use a study with its CBF, CBV, MTT and Tmax maps (--maps provided) or a model trained on computed maps"
+        }
+        MapsProvenance::Computed { .. } => {
+            "use a study with its raw series CT_4DPWI (--maps auto or computed) and this build's perfusion version, or a model trained on provided maps"
+        }
+    };
+    Err(EdgeError::Study {
+        path: case_dir.to_path_buf(),
+        reason: format!(
+            "the model {model} was trained on {trained_on}, but this run has {given}: {hint}"
+        ),
     })
 }

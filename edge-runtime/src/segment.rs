@@ -24,6 +24,7 @@ use strokeseg_io::{
     CaseFiles, Dtype, GridTolerance, IoError, NiftiWriter, ReadLimits, SlicePreparer, Study,
 };
 use strokeseg_shared::brain_mask::compute_brain_mask;
+use strokeseg_shared::config::MapsProvenance;
 use strokeseg_shared::metrics::volume_ml_from_voxels;
 use strokeseg_shared::perfusion::PerfusionConfig;
 use strokeseg_shared::perfusion_rule::{
@@ -39,7 +40,7 @@ use strokeseg_shared::{Modality, PreprocessConfig};
 
 use crate::EdgeError;
 use crate::overlay::MontageWriter;
-use crate::perfusion::{MapsSource, resolve_maps, warning_text};
+use crate::perfusion::{MapsSource, check_provenance, resolve_maps, warning_text};
 use crate::report::{
     Alert, DisagreementMargin, MASK_FILE, Method, ModelSummary, OUTPUT_FILES, OVERLAY_FILE,
     REPORT_FILE, Report, RuleComparison, ThresholdSummary, Timings,
@@ -186,37 +187,14 @@ struct SliceOutputs {
     components: ComponentStats,
 }
 
-/// Sees each slice of pass 2 as it is written (`serve` builds the DICOM Segmentation and
-/// the Secondary Capture overlay from it): `display` is the overlay's grey channel in
-/// `[0, 1]`, `mask` the lesion mask and `reference` the threshold rule's mask beside a
-/// model's, all `nx · ny` on the study's grid, slices in order from 0.
-pub trait SliceObserver {
-    /// Slice `slice_idx` was written.
-    fn slice(
-        &mut self,
-        slice_idx: usize,
-        display: &[f32],
-        mask: &[u8],
-        reference: Option<&[u8]>,
-    ) -> Result<(), EdgeError>;
-}
-
-/// Observes nothing (`segment`, `watch`).
-impl SliceObserver for () {
-    fn slice(&mut self, _: usize, _: &[f32], _: &[u8], _: Option<&[u8]>) -> Result<(), EdgeError> {
-        Ok(())
-    }
-}
-
 impl SliceOutputs {
     /// Appends slice `mask` (and, for a model run, the rule's `reference` mask to the
-    /// overlay) and shows it to `observer`.
+    /// overlay).
     fn write(
         &mut self,
         display_raw: &[f32],
         mask: &[u8],
         reference: Option<&[u8]>,
-        observer: &mut dyn SliceObserver,
     ) -> Result<(), EdgeError> {
         let n = mask.iter().filter(|&&m| m != 0).count();
         self.lesion_voxels += n as u64;
@@ -230,13 +208,7 @@ impl SliceOutputs {
             *d = (x - lo) * gain;
         }
         self.montage
-            .add_slice_with_reference(&self.display, mask, reference)?;
-        observer.slice(
-            self.per_slice_area_mm2.len() - 1,
-            &self.display,
-            mask,
-            reference,
-        )
+            .add_slice_with_reference(&self.display, mask, reference)
     }
 }
 
@@ -258,19 +230,6 @@ pub fn segment_study(
     staging: &Path,
     cancel: &AtomicBool,
 ) -> Result<Report, EdgeError> {
-    segment_study_observed(case_dir, method, model, options, staging, cancel, &mut ())
-}
-
-/// [`segment_study`] showing every slice of pass 2 to `observer` as it is written.
-pub fn segment_study_observed(
-    case_dir: &Path,
-    method: Method,
-    model: Option<&mut Segmenter>,
-    options: &SegmentOptions,
-    staging: &Path,
-    cancel: &AtomicBool,
-    observer: &mut dyn SliceObserver,
-) -> Result<Report, EdgeError> {
     options.validate()?;
     let t_total = Instant::now();
     let mut timings = Timings {
@@ -278,10 +237,30 @@ pub fn segment_study_observed(
         ..Timings::default()
     };
     let mut warnings = Vec::new();
+    let trained_on = match method {
+        Method::Model => model.as_deref().map(|m| m.metadata().preprocess.maps),
+        Method::Threshold => None,
+    };
+    let prefer_computed = matches!(trained_on, Some(MapsProvenance::Computed { .. }));
     let t = Instant::now();
-    let (files, computed_maps) =
-        resolve_maps(case_dir, options.maps, &options.perfusion, staging, cancel)?;
+    let (files, computed_maps) = resolve_maps(
+        case_dir,
+        options.maps,
+        prefer_computed,
+        &options.perfusion,
+        staging,
+        cancel,
+    )?;
     timings.perfusion_ms = elapsed_ms(t);
+    if let (Some(trained_on), Some(model)) = (trained_on, model.as_deref()) {
+        check_provenance(
+            case_dir,
+            &model.source(),
+            trained_on,
+            computed_maps.is_some(),
+            &options.perfusion,
+        )?;
+    }
     if let Some(c) = &computed_maps {
         warnings.extend(c.warnings.iter().map(warning_text));
     }
@@ -296,7 +275,6 @@ pub fn segment_study_observed(
                 cancel,
                 &mut timings,
                 &mut warnings,
-                observer,
             )?
         }
         Method::Threshold => run_threshold(
@@ -306,7 +284,6 @@ pub fn segment_study_observed(
             cancel,
             &mut timings,
             &mut warnings,
-            observer,
         )?,
     };
     let t_write = Instant::now();
@@ -492,7 +469,6 @@ fn open_study(files: &CaseFiles, channels: &[Modality]) -> Result<Study, EdgeErr
     )?)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_model(
     files: &CaseFiles,
     model: &mut Segmenter,
@@ -501,7 +477,6 @@ fn run_model(
     cancel: &AtomicBool,
     timings: &mut Timings,
     warnings: &mut Vec<String>,
-    observer: &mut dyn SliceObserver,
 ) -> Result<MethodRun, EdgeError> {
     let case_dir = files.case_dir.as_path();
     let meta = model.metadata().clone();
@@ -591,7 +566,6 @@ fn run_model(
             preparer.raw_channel(display_idx).unwrap_or(&[]),
             &mask,
             rule.as_ref().map(|_| rule_mask.as_slice()),
-            observer,
         )?;
         timings.write_ms += elapsed_ms(t);
     }
@@ -763,7 +737,6 @@ fn run_threshold(
     cancel: &AtomicBool,
     timings: &mut Timings,
     warnings: &mut Vec<String>,
-    observer: &mut dyn SliceObserver,
 ) -> Result<MethodRun, EdgeError> {
     let case_dir = files.case_dir.as_path();
     let t = Instant::now();
@@ -790,7 +763,7 @@ fn run_threshold(
         timings.postprocess_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        outputs.write(&pass.cbf, &mask, None, observer)?;
+        outputs.write(&pass.cbf, &mask, None)?;
         timings.write_ms += elapsed_ms(t);
     }
     let r = pass.study.reference();

@@ -2,7 +2,8 @@
 //! exact indicator-dilution series): maps computed by strokeseg when the study has none
 //! (`--maps auto`) or on request (`--maps computed`), written beside the mask on the CT's
 //! grid with the AIF/VOF plot, the AIF and VOF in the report; the refusals of `--maps
-//! provided` without maps and `--maps computed` without the series.
+//! provided` without maps and `--maps computed` without the series; a model meets the maps
+//! its metadata says it was trained on (`PreprocessConfig::maps`) or is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -13,8 +14,11 @@ use common::*;
 use strokeseg_edge::perfusion::{AIF_VOF_FILE, MAP_MODALITIES, map_file_name};
 use strokeseg_edge::report::{MASK_FILE, OVERLAY_FILE, REPORT_FILE, Report};
 use strokeseg_io::{NiftiVolumeReader, ReadLimits, read_header};
+use strokeseg_model::fixture::FixtureOptions;
 use strokeseg_phantom::{DatasetOptions, DynamicSeries};
-use strokeseg_shared::Modality;
+use strokeseg_shared::config::MapsProvenance;
+use strokeseg_shared::perfusion::PerfusionPreset;
+use strokeseg_shared::{Modality, PreprocessConfig};
 
 /// A two-slice phantom study with its exact dynamic series in `dir/name`; without its
 /// four maps unless `keep_maps`.
@@ -126,19 +130,34 @@ fn maps_are_computed_when_the_study_has_only_the_raw_series() {
     assert!(buf.chunks_exact(3).filter(|p| *p == aif).count() > 200);
 }
 
+/// A fixture model whose metadata says it was trained on maps computed with the default
+/// preset.
+fn model_on_computed_maps(dir: &Path) -> PathBuf {
+    model_file(
+        dir,
+        "computed.onnx",
+        &FixtureOptions {
+            preprocess: PreprocessConfig {
+                maps: MapsProvenance::computed(PerfusionPreset::Default),
+                ..PreprocessConfig::default()
+            },
+            ..FixtureOptions::default()
+        },
+    )
+}
+
 #[test]
-fn computed_on_request_beside_provided_maps_with_a_model() {
+fn a_model_trained_on_computed_maps_gets_computed_maps() {
     let dir = tempfile::tempdir().unwrap();
     let case = study_with_series(dir.path(), "case", true);
-    let model = fp32_model(dir.path());
+    let model = model_on_computed_maps(dir.path());
     let out = dir.path().join("out");
+    // auto: the study has its own maps, but the model reads computed ones.
     let o = edge(&[
         "segment",
         case.to_str().unwrap(),
         "--model",
         model.to_str().unwrap(),
-        "--maps",
-        "computed",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -148,7 +167,26 @@ fn computed_on_request_beside_provided_maps_with_a_model() {
     // The rule beside the model read the computed maps too.
     assert!(report.rule_comparison.is_some());
 
-    // auto with all four maps present: the study's own maps, nothing computed.
+    // With the study's own maps it is refused, saying what it was trained on.
+    let refused = dir.path().join("refused");
+    let o = edge(&[
+        "segment",
+        case.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--maps",
+        "provided",
+        "--out",
+        refused.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("trained on maps computed by strokeseg"),
+        "{}",
+        text(&o)
+    );
+
+    // The threshold rule with auto and all four maps present: the study's own maps.
     let out_auto = dir.path().join("out-auto");
     let o = edge(&[
         "segment",
@@ -164,6 +202,46 @@ fn computed_on_request_beside_provided_maps_with_a_model() {
         vec![MASK_FILE, OVERLAY_FILE, REPORT_FILE]
     );
     assert!(report_of(&out_auto).computed_maps.is_none());
+}
+
+#[test]
+fn a_model_trained_on_provided_maps_refuses_computed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = study_with_series(dir.path(), "case", false);
+    let model = fp32_model(dir.path());
+    let out = dir.path().join("out");
+    let o = edge(&[
+        "segment",
+        case.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("trained on the maps provided with the study")
+            && t.contains("maps computed by strokeseg"),
+        "{t}"
+    );
+    assert!(!out.join(REPORT_FILE).exists());
+}
+
+#[test]
+fn metadata_without_maps_means_provided() {
+    // Older metadata (the shipped model's) has no `maps`: provided.
+    let mut json = serde_json::to_value(PreprocessConfig::default()).unwrap();
+    assert_eq!(json["maps"]["source"], "provided");
+    json.as_object_mut().unwrap().remove("maps");
+    let back: PreprocessConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back.maps, MapsProvenance::Provided);
+    let computed =
+        serde_json::to_value(MapsProvenance::computed(PerfusionPreset::Default)).unwrap();
+    assert_eq!(
+        computed,
+        serde_json::json!({"source": "computed", "preset": "default", "version": strokeseg_shared::perfusion::PERFUSION_VERSION})
+    );
 }
 
 #[test]

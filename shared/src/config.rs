@@ -117,6 +117,53 @@ pub struct PreprocessConfig {
     pub input_width: u16,
     /// The brain mask rule.
     pub brain_mask: BrainMaskConfig,
+    /// Where the perfusion-map channels come from (absent in older metadata: provided).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub maps: MapsProvenance,
+}
+
+/// Where a model's perfusion-map channels come from: the maps a data set provides (the
+/// scanner vendor's software, ISLES' own), or strokeseg's computation from the raw dynamic
+/// series (`crate::perfusion`). Maps of different origin differ in scale and texture, so a
+/// model must meet at the edge the maps it was trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "source"))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum MapsProvenance {
+    /// Provided with the data.
+    #[default]
+    Provided,
+    /// Computed by strokeseg from the raw dynamic series.
+    Computed {
+        /// The named configuration of the computation.
+        preset: crate::perfusion::PerfusionPreset,
+        /// [`crate::perfusion::PERFUSION_VERSION`] of the code that computed them.
+        version: u32,
+    },
+}
+
+impl MapsProvenance {
+    /// Maps computed by this build with `preset`.
+    pub fn computed(preset: crate::perfusion::PerfusionPreset) -> MapsProvenance {
+        MapsProvenance::Computed {
+            preset,
+            version: crate::perfusion::PERFUSION_VERSION,
+        }
+    }
+}
+
+impl core::fmt::Display for MapsProvenance {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MapsProvenance::Provided => f.write_str("the maps provided with the study"),
+            MapsProvenance::Computed { preset, version } => write!(
+                f,
+                "maps computed by strokeseg from the raw series (preset {}, perfusion version {version})",
+                preset.name()
+            ),
+        }
+    }
 }
 
 impl Default for PreprocessConfig {
@@ -147,6 +194,7 @@ impl Default for PreprocessConfig {
             input_height: 160,
             input_width: 160,
             brain_mask: BrainMaskConfig::default(),
+            maps: MapsProvenance::Provided,
         }
     }
 }

@@ -83,6 +83,46 @@ pub const MIN_CBF_FOR_MTT_ML_100G_MIN: f64 = 2.0;
 /// Largest MTT and Tmax written, s (deconvolution software caps them similarly).
 pub const MAX_TIME_S: f64 = 40.0;
 
+/// Version of the map computation: bumped whenever a change moves the maps the same
+/// configuration computes (a model trained on computed maps records it,
+/// [`crate::config::MapsProvenance`]). 1: issue 12 phase 1; 2: edge-preserving smoothing of
+/// the deconvolution coefficients, tissue baseline up to the AIF's arrival, ladder to 5 %.
+pub const PERFUSION_VERSION: u32 = 2;
+
+/// A named [`PerfusionConfig`], as model metadata records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PerfusionPreset {
+    /// [`PerfusionConfig::default`].
+    Default,
+}
+
+impl PerfusionPreset {
+    /// Every preset.
+    pub const ALL: [PerfusionPreset; 1] = [PerfusionPreset::Default];
+
+    /// The configuration.
+    pub fn config(self) -> PerfusionConfig {
+        match self {
+            PerfusionPreset::Default => PerfusionConfig::default(),
+        }
+    }
+
+    /// The name, as serialised.
+    pub fn name(self) -> &'static str {
+        match self {
+            PerfusionPreset::Default => "default",
+        }
+    }
+
+    /// The preset whose configuration `config` is, if any.
+    pub fn matching(config: &PerfusionConfig) -> Option<PerfusionPreset> {
+        Self::ALL.into_iter().find(|p| p.config() == *config)
+    }
+}
+
 /// How a study's maps are computed. `Default` is the configuration the fidelity figures in
 /// BENCHMARKS.md were measured with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -297,5 +337,10 @@ mod tests {
             ..PerfusionConfig::default()
         };
         assert!(bad.validate().is_err());
+        assert_eq!(
+            PerfusionPreset::matching(&PerfusionConfig::default()),
+            Some(PerfusionPreset::Default)
+        );
+        assert_eq!(PerfusionPreset::matching(&bad), None);
     }
 }
