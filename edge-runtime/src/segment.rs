@@ -187,14 +187,37 @@ struct SliceOutputs {
     components: ComponentStats,
 }
 
+/// Sees each slice of pass 2 as it is written (`serve` builds the DICOM Segmentation and
+/// the Secondary Capture overlay from it): `display` is the overlay's grey channel in
+/// `[0, 1]`, `mask` the lesion mask and `reference` the threshold rule's mask beside a
+/// model's, all `nx · ny` on the study's grid, slices in order from 0.
+pub trait SliceObserver {
+    /// Slice `slice_idx` was written.
+    fn slice(
+        &mut self,
+        slice_idx: usize,
+        display: &[f32],
+        mask: &[u8],
+        reference: Option<&[u8]>,
+    ) -> Result<(), EdgeError>;
+}
+
+/// Observes nothing (`segment`, `watch`).
+impl SliceObserver for () {
+    fn slice(&mut self, _: usize, _: &[f32], _: &[u8], _: Option<&[u8]>) -> Result<(), EdgeError> {
+        Ok(())
+    }
+}
+
 impl SliceOutputs {
     /// Appends slice `mask` (and, for a model run, the rule's `reference` mask to the
-    /// overlay).
+    /// overlay) and shows it to `observer`.
     fn write(
         &mut self,
         display_raw: &[f32],
         mask: &[u8],
         reference: Option<&[u8]>,
+        observer: &mut dyn SliceObserver,
     ) -> Result<(), EdgeError> {
         let n = mask.iter().filter(|&&m| m != 0).count();
         self.lesion_voxels += n as u64;
@@ -208,7 +231,13 @@ impl SliceOutputs {
             *d = (x - lo) * gain;
         }
         self.montage
-            .add_slice_with_reference(&self.display, mask, reference)
+            .add_slice_with_reference(&self.display, mask, reference)?;
+        observer.slice(
+            self.per_slice_area_mm2.len() - 1,
+            &self.display,
+            mask,
+            reference,
+        )
     }
 }
 
@@ -229,6 +258,19 @@ pub fn segment_study(
     options: &SegmentOptions,
     staging: &Path,
     cancel: &AtomicBool,
+) -> Result<Report, EdgeError> {
+    segment_study_observed(case_dir, method, model, options, staging, cancel, &mut ())
+}
+
+/// [`segment_study`] showing every slice of pass 2 to `observer` as it is written.
+pub fn segment_study_observed(
+    case_dir: &Path,
+    method: Method,
+    model: Option<&mut Segmenter>,
+    options: &SegmentOptions,
+    staging: &Path,
+    cancel: &AtomicBool,
+    observer: &mut dyn SliceObserver,
 ) -> Result<Report, EdgeError> {
     options.validate()?;
     let t_total = Instant::now();
@@ -275,6 +317,7 @@ pub fn segment_study(
                 cancel,
                 &mut timings,
                 &mut warnings,
+                observer,
             )?
         }
         Method::Threshold => run_threshold(
@@ -284,6 +327,7 @@ pub fn segment_study(
             cancel,
             &mut timings,
             &mut warnings,
+            observer,
         )?,
     };
     let t_write = Instant::now();
@@ -469,6 +513,7 @@ fn open_study(files: &CaseFiles, channels: &[Modality]) -> Result<Study, EdgeErr
     )?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_model(
     files: &CaseFiles,
     model: &mut Segmenter,
@@ -477,6 +522,7 @@ fn run_model(
     cancel: &AtomicBool,
     timings: &mut Timings,
     warnings: &mut Vec<String>,
+    observer: &mut dyn SliceObserver,
 ) -> Result<MethodRun, EdgeError> {
     let case_dir = files.case_dir.as_path();
     let meta = model.metadata().clone();
@@ -566,6 +612,7 @@ fn run_model(
             preparer.raw_channel(display_idx).unwrap_or(&[]),
             &mask,
             rule.as_ref().map(|_| rule_mask.as_slice()),
+            observer,
         )?;
         timings.write_ms += elapsed_ms(t);
     }
@@ -737,6 +784,7 @@ fn run_threshold(
     cancel: &AtomicBool,
     timings: &mut Timings,
     warnings: &mut Vec<String>,
+    observer: &mut dyn SliceObserver,
 ) -> Result<MethodRun, EdgeError> {
     let case_dir = files.case_dir.as_path();
     let t = Instant::now();
@@ -763,7 +811,7 @@ fn run_threshold(
         timings.postprocess_ms += elapsed_ms(t);
 
         let t = Instant::now();
-        outputs.write(&pass.cbf, &mask, None)?;
+        outputs.write(&pass.cbf, &mask, None, observer)?;
         timings.write_ms += elapsed_ms(t);
     }
     let r = pass.study.reference();
