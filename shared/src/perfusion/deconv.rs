@@ -26,9 +26,9 @@ pub const THRESHOLD_LADDER: [f32; 9] = [0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.0
 /// Standard SVD threshold of Østergaard et al. 1996 (20 % of the largest singular value).
 pub const OSTERGAARD_THRESHOLD: f32 = 0.2;
 /// Default oscillation-index limit for block-circulant SVD. Wu et al. 2003 define the index
-/// and pick its limit from simulations at their data's SNR; 0.1 is the value that works
-/// for CT perfusion noise (≈ 10 HU per frame) on the strokeseg phantom
-/// (`shared/phantom/tests/perfusion_fidelity.rs`).
+/// and pick its limit (0.035–0.095) from simulations at their MR data's SNR; on the strokeseg
+/// phantom with CT perfusion noise (`shared/phantom/tests/perfusion_fidelity.rs`) 0.1 keeps
+/// Tmax within 1 s up to 5 HU per frame, where 0.05 loses it (BENCHMARKS.md).
 pub const DEFAULT_OSCILLATION_INDEX_MAX: f32 = 0.1;
 
 /// How residues are computed.
