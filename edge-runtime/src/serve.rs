@@ -20,8 +20,10 @@
 //!    and delivered to the destination with retries and backoff by a thread of their own,
 //!    so an unreachable PACS never blocks receiving or segmenting.
 //!
-//! A study the recogniser refuses (only a raw dynamic series, no maps, broken geometry)
-//! fails like a bad study in `watch`: its instances go to `failed/<S>/` with `error.txt`
+//! A study without maps but with the raw dynamic series and the plain CT becomes a case
+//! folder of `CT.nii` and `CT_4DPWI.nii`, whose maps the segmentation computes
+//! (`crate::perfusion`, `--maps auto`). A study the recogniser refuses (a dynamic series
+//! without the plain CT, no maps, broken geometry) fails like a bad study in `watch`: its instances go to `failed/<S>/` with `error.txt`
 //! naming the series and the reason. A folder dropped into `inbox/` without DICOM files is
 //! segmented as a NIfTI case folder, as `watch` does.
 //!
@@ -301,16 +303,38 @@ impl StudyHandler for DicomStudies {
                 "series recognised"
             );
         }
-        dicom
-            .write_case_folder(&case_dir)
-            .map_err(EdgeError::dicom)?;
-        let segmentable = dicom.segmentable_series().map_err(EdgeError::dicom)?;
-        let source_uid = segmentable
-            .iter()
-            .find(|(_, s)| s.kind == SeriesKind::PlainCt)
-            .or_else(|| segmentable.first())
-            .map(|(_, s)| s.series_uid.clone())
-            .unwrap_or_default();
+        let source_uid = match dicom.segmentable_series() {
+            Ok(segmentable) => {
+                dicom
+                    .write_case_folder(&case_dir)
+                    .map_err(EdgeError::dicom)?;
+                segmentable
+                    .iter()
+                    .find(|(_, s)| s.kind == SeriesKind::PlainCt)
+                    .or_else(|| segmentable.first())
+                    .map(|(_, s)| s.series_uid.clone())
+                    .unwrap_or_default()
+            }
+            // No maps: computed from the raw dynamic series (`--maps auto`) on the plain
+            // CT's grid, when the study has both; refused with the reason otherwise.
+            Err(no_maps) => {
+                if !dicom
+                    .series
+                    .iter()
+                    .any(|s| matches!(s.kind, SeriesKind::Dynamic { .. }))
+                {
+                    return Err(EdgeError::dicom(no_maps));
+                }
+                dicom
+                    .write_dynamic_case_folder(&case_dir)
+                    .map_err(EdgeError::dicom)?;
+                tracing::info!(study = %study.display(), "no maps: computing them from the raw dynamic series");
+                dicom
+                    .find(&SeriesKind::PlainCt)
+                    .map(|s| s.series_uid.clone())
+                    .unwrap_or_default()
+            }
+        };
         let source = dicom
             .series
             .iter()

@@ -563,3 +563,40 @@ fn demo_dicom_needs_no_tools_and_says_where_the_seg_landed() {
     assert!(is_seg(&seg), "{}", seg.display());
     assert!(text.contains("turnaround"), "{text}");
 }
+
+/// The raw dynamic series with the plain CT goes to the map computation (`--maps auto` on
+/// `CT.nii` + `CT_4DPWI.nii` made from the instances). The DICOM phantom writes the classic
+/// family's dynamic series, which has no arterial enhancement the AIF search accepts, so
+/// today the computation refuses it, naming the series file and the reason, into
+/// `failed/`. When `strokeseg_dicom::write` writes `strokeseg_phantom::DynamicSeries::ctp`
+/// (arteries, sinus), this test should expect the SEG at the PACS instead.
+#[test]
+fn a_study_with_the_dynamic_series_and_the_plain_ct_goes_to_the_map_computation() {
+    let test = "a_study_with_the_dynamic_series_and_the_plain_ct_goes_to_the_map_computation";
+    let Some(storescu_bin) = tool("storescu", test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, written) = phantom_study(&dir.path().join("scanner"), "dynamic-ct", true);
+    let files: Vec<PathBuf> = written
+        .series
+        .iter()
+        .filter(|s| s.description.contains("dynamic") || s.description.contains("Head"))
+        .flat_map(|s| s.files.iter().cloned())
+        .collect();
+    let mut node = Node::new(dir.path(), free_port());
+    node.start();
+    let (ok, out) = storescu(&storescu_bin, node.port, "TEST_CT", &files);
+    assert!(ok, "storescu: {out}");
+    node.wait_until("the study in failed/", Duration::from_secs(60), |n| {
+        n.studies_in("failed").len() == 1
+    });
+    assert!(
+        node.log_text()
+            .contains("no maps: computing them from the raw dynamic series")
+    );
+    let failed = node.dir("failed").join(&node.studies_in("failed")[0]);
+    let error = std::fs::read_to_string(failed.join("error.txt")).unwrap();
+    assert!(error.contains("CT_4DPWI.nii"), "{error}");
+    assert_eq!(dcm_files(&failed).len(), files.len(), "instances kept");
+}

@@ -842,6 +842,107 @@ impl DicomStudy {
         Ok(out)
     }
 
+    /// For a study without maps but with a raw dynamic series and the plain CT: writes the
+    /// CT as `CT.nii` and the dynamic series as `CT_4DPWI.nii` (float32 HU, `[x, y, z, t]`,
+    /// one slice at a time, the frame interval from the first position's Acquisition (or
+    /// Content) Time in `pixdim[4]`, seconds), the case from which the edge computes the
+    /// maps. A refusal naming what is missing otherwise.
+    pub fn write_dynamic_case_folder(&self, case_dir: &Path) -> Result<CaseFiles, DicomError> {
+        let refuse = |reason: String| DicomError::StudyRefused {
+            study_uid: self.attributes.study_uid.clone(),
+            reason,
+        };
+        let dynamic = self
+            .series
+            .iter()
+            .find(|s| matches!(s.kind, SeriesKind::Dynamic { .. }))
+            .ok_or_else(|| refuse("no raw dynamic CTP series".into()))?;
+        let ct = self.find(&SeriesKind::PlainCt).ok_or_else(|| {
+            refuse(
+                "only a raw dynamic CTP series and no plain CT: the perfusion maps are computed on the plain CT's grid"
+                    .into(),
+            )
+        })?;
+        let SeriesKind::Dynamic { n_frames } = dynamic.kind else {
+            return Err(refuse("no raw dynamic CTP series".into()));
+        };
+        let geometry = dynamic
+            .geometry
+            .as_ref()
+            .ok_or_else(|| DicomError::Series {
+                series_uid: dynamic.series_uid.clone(),
+                description: dynamic.description.clone(),
+                reason: "no geometry".into(),
+            })?;
+        let per_frame = geometry.n_slices;
+        let time_s = |inst: &InstanceHeader| -> Result<f64, DicomError> {
+            let obj = OpenFileOptions::new()
+                .read_until(tags::PIXEL_DATA)
+                .open_file(&inst.path)
+                .map_err(|e| DicomError::Parse {
+                    path: inst.path.clone(),
+                    reason: e.to_string(),
+                })?;
+            opt_str(&obj, tags::ACQUISITION_TIME)
+                .or_else(|| opt_str(&obj, tags::CONTENT_TIME))
+                .and_then(|t| time_of_day_s(&t))
+                .ok_or_else(|| DicomError::BadAttribute {
+                    path: inst.path.clone(),
+                    attribute: "AcquisitionTime",
+                    reason: "missing: the frame interval of the dynamic series is unknown".into(),
+                })
+        };
+        let (first, last) = match (
+            dynamic.instances.first(),
+            dynamic
+                .instances
+                .get((n_frames.saturating_sub(1)) * per_frame),
+        ) {
+            (Some(f), Some(l)) if n_frames > 1 => (f, l),
+            _ => return Err(refuse(format!("{n_frames} time points: too few"))),
+        };
+        let interval_s = (time_s(last)? - time_s(first)?) / (n_frames - 1) as f64;
+        if !(interval_s.is_finite() && interval_s > 0.0) {
+            return Err(DicomError::Series {
+                series_uid: dynamic.series_uid.clone(),
+                description: dynamic.description.clone(),
+                reason: format!("frame interval {interval_s} s from the acquisition times"),
+            });
+        }
+        std::fs::create_dir_all(case_dir).map_err(|e| DicomError::io(case_dir, e))?;
+        let mut files = BTreeMap::new();
+        for (modality, series, frames) in [
+            (Modality::Ct, ct, 1usize),
+            (Modality::Pwi, dynamic, n_frames),
+        ] {
+            let g = series.geometry.as_ref().ok_or_else(|| DicomError::Series {
+                series_uid: series.series_uid.clone(),
+                description: series.description.clone(),
+                reason: "no geometry".into(),
+            })?;
+            let mut header = g.nifti_header(Dtype::F32)?;
+            if frames > 1 {
+                header.dim[0] = 4;
+                header.dim[4] =
+                    u16::try_from(frames).map_err(|_| refuse(format!("{frames} time points")))?;
+                header.pixdim[4] = interval_s as f32;
+                header.xyzt_units = 2 | 8;
+            }
+            let path = case_dir.join(format!("{}.nii", modality.isles_tag()));
+            let mut writer = NiftiWriter::create(&path, &header, Dtype::F32)?;
+            let mut slice = vec![0f32; g.slice_voxels()];
+            for inst in &series.instances {
+                read_slice_f32(inst, &mut slice)?;
+                writer.write_slice_f32(&slice)?;
+            }
+            files.insert(modality, writer.finish()?);
+        }
+        Ok(CaseFiles {
+            case_dir: case_dir.to_path_buf(),
+            files,
+        })
+    }
+
     /// Writes the maps and the plain CT as `<ISLES tag>.nii` (float32, rescaled values,
     /// the DICOM grid as the NIfTI affine) into `case_dir`, slice by slice, and returns
     /// the case's files for `strokeseg_io::Study::open_files`.
