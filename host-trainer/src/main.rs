@@ -11,7 +11,8 @@
 //!                    [--fold K | --task I] [--emit slurm|k8s …]   (flag lists sweep: --loss hybrid,ce)
 //! strokeseg-train cv --merge RUN
 //! strokeseg-train export --run RUN [--checkpoint best|last] --out models/NAME
-//!                        [--int8 [--data DIR] [--calibration-slices N]]
+//!                        [--int8 [--data DIR] [--calibration-slices N]
+//!                        [--calibration-percentile P]]
 //! strokeseg-train model-info FILE
 //! strokeseg-train evaluate --pred DIR --truth DATA [--out DIR] [--cases case_1,case_7 | --run RUN]
 //!                          [--missing error|empty]
@@ -618,6 +619,10 @@ struct ExportArgs {
     /// Calibration slices, spread evenly over the dataset's cases.
     #[arg(long, default_value_t = 64, requires = "int8")]
     calibration_slices: usize,
+    /// Activation ranges from the central PERCENT % of the calibration values (e.g.
+    /// 99.99) instead of their min/max.
+    #[arg(long, value_name = "PERCENT", requires = "int8")]
+    calibration_percentile: Option<f32>,
 }
 
 fn main() -> ExitCode {
@@ -1396,6 +1401,11 @@ fn run_export(args: &ExportArgs) -> Result<()> {
         int8: args.int8.then(|| export::Int8Calibration {
             data_dir: args.data.clone(),
             n_slices: args.calibration_slices,
+            range_rule: args
+                .calibration_percentile
+                .map_or(export::RangeRule::MinMax, |percent| {
+                    export::RangeRule::Percentile { percent }
+                }),
         }),
     };
     let written = export::export_run(&options).with_context(|| {

@@ -7,7 +7,9 @@ mod common;
 
 use common::{ok, s, strokeseg_train as train, text};
 use strokeseg_trainer::checkpoint::{Which, load_model};
-use strokeseg_trainer::export::{Checkpoint, Int8Calibration, RunExportOptions, export_run};
+use strokeseg_trainer::export::{
+    Checkpoint, Int8Calibration, RangeRule, RunExportOptions, export_run,
+};
 use strokeseg_trainer::run::{RunConfig, RunEvaluation, RunPaths};
 
 /// The flags that make a run tiny.
@@ -137,6 +139,7 @@ fn train_writes_the_run_folder_contract() {
             int8: Some(Int8Calibration {
                 data_dir: None,
                 n_slices: 4,
+                range_rule: RangeRule::default(),
             }),
         })
         .unwrap();

@@ -42,6 +42,40 @@ fn dataset_loads_into_tensors_with_case_geometry() {
 }
 
 #[test]
+fn a_phantom_dataset_is_described_with_its_seed_and_family() {
+    // The shared test dataset is the classic family.
+    let classic = common::dataset(4, 21);
+    assert_eq!(
+        data::describe(classic, 4),
+        "phantom seed 21, family classic, 4 cases"
+    );
+    // A holdout-family dataset (one small case) is named as such.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = strokeseg_phantom::DatasetOptions {
+        n_cases: 1,
+        seed: 5,
+        min_slices: 2,
+        max_slices: 2,
+        ..strokeseg_phantom::DatasetOptions::default()
+    }
+    .with_family(strokeseg_phantom::Family::Holdout, None);
+    strokeseg_phantom::write_dataset(dir.path(), &opts).unwrap();
+    assert_eq!(
+        data::describe(dir.path(), 1),
+        "phantom seed 5, family holdout, 1 cases"
+    );
+    // A folder that is not a phantom dataset is named by its folder.
+    let plain = tempfile::tempdir().unwrap();
+    let name = plain
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(data::describe(plain.path(), 3), format!("{name}, 3 cases"));
+}
+
+#[test]
 fn calibration_slices_are_the_training_inputs() {
     let dir = common::dataset(4, 21);
     let loaded = common::load(dir);

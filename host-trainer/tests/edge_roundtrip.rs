@@ -164,7 +164,14 @@ fn a_trained_and_exported_model_segments_a_phantom_on_the_edge() {
     let int8_path = tmp.path().join("model.int8.onnx");
     export::export_fp32(&weights, &metadata, &fp32_path).unwrap();
     let calibration: Vec<Vec<f32>> = train_slices.iter().map(|s| s.input.clone()).collect();
-    export::export_int8(&weights, &metadata, &calibration, &int8_path).unwrap();
+    export::export_int8(
+        &weights,
+        &metadata,
+        &calibration,
+        export::RangeRule::MinMax,
+        &int8_path,
+    )
+    .unwrap();
 
     let case = data.join(format!("case_{N_CASES}"));
     let truth = CaseFiles::discover(&case)

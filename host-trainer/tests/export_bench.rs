@@ -97,7 +97,13 @@ fn tract_latency_fp32_vs_int8() -> TestResult {
     let fp32_path = out.join("model.onnx");
     let int8_path = out.join("model.int8.onnx");
     let fp32_file = export::export_fp32(&weights, &metadata, &fp32_path)?;
-    let int8_file = export::export_int8(&weights, &metadata, &calibration, &int8_path)?;
+    let int8_file = export::export_int8(
+        &weights,
+        &metadata,
+        &calibration,
+        export::RangeRule::MinMax,
+        &int8_path,
+    )?;
 
     let fp32 = TractModel::load(&fp32_path)?;
     let int8 = TractModel::load(&int8_path)?;

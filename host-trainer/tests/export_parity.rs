@@ -181,7 +181,13 @@ fn exported_models_match_tch_and_each_other() -> TestResult {
     let int8_path = out.join("model.int8.onnx");
     let fp32_written = export::export_fp32(&weights, &metadata, &fp32_path)?;
     let calibration: Vec<Vec<f32>> = train_slices.iter().map(|s| s.input.clone()).collect();
-    let int8_written = export::export_int8(&weights, &metadata, &calibration, &int8_path)?;
+    let int8_written = export::export_int8(
+        &weights,
+        &metadata,
+        &calibration,
+        export::RangeRule::MinMax,
+        &int8_path,
+    )?;
     assert_eq!(fp32_written.metadata.precision, "fp32");
     assert_eq!(int8_written.metadata.precision, "int8");
 
@@ -260,6 +266,47 @@ fn exported_models_match_tch_and_each_other() -> TestResult {
     );
     assert!(agreement >= 0.995, "argmax agreement {agreement}");
     assert!(dice_int8_fp32 >= 0.98, "Dice int8 vs fp32 {dice_int8_fp32}");
+
+    // Percentile calibration: clipped ranges give another model that still agrees.
+    let p_path = tmp.path().join("model.int8.p99.onnx");
+    export::export_int8(
+        &weights,
+        &metadata,
+        &calibration,
+        export::RangeRule::Percentile { percent: 99.9 },
+        &p_path,
+    )?;
+    assert_ne!(std::fs::read(&p_path)?, std::fs::read(&int8_path)?);
+    let int8_p = TractModel::load(&p_path)?;
+    let (mut agree_p, mut fp32_p, mut int8_pm) = (0usize, Vec::new(), Vec::new());
+    for slice in train_slices.iter().chain(&held_out) {
+        let a = argmax_masks(&fp32.run(&slice.input)?, hw);
+        let b = argmax_masks(&int8_p.run(&slice.input)?, hw);
+        agree_p += a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        fp32_p.extend(a);
+        int8_pm.extend(b);
+    }
+    let dice_p = dice(&fp32_p, &int8_pm);
+    let agreement_p = agree_p as f64 / voxels as f64;
+    println!(
+        "percentile-99.9 int8 vs fp32: argmax agreement {:.4} %, Dice {dice_p:.4}",
+        100.0 * agreement_p
+    );
+    // A working model, but clipping the rare lesion logits costs mask agreement here
+    // (Dice 0.88 vs 0.99 with min/max when this was written), which is why min/max
+    // stays the default.
+    assert!(agreement_p >= 0.99, "argmax agreement {agreement_p}");
+    assert!(dice_p > 0.5, "Dice percentile int8 vs fp32 {dice_p}");
+    assert!(matches!(
+        export::export_int8(
+            &weights,
+            &metadata,
+            &calibration,
+            export::RangeRule::Percentile { percent: 30.0 },
+            &tmp.path().join("bad.onnx"),
+        ),
+        Err(export::ExportError::Calibration(_))
+    ));
 
     write_f32(&out.join("inputs.f32"), &inputs)?;
     write_f32(&out.join("fp32_logits.f32"), &fp32_out)?;

@@ -244,6 +244,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &crate::model_eval::Variants {
             tta: true,
             members: member_files,
+            sets: Vec::new(),
         },
         &work.join("families"),
         &eval_dir.join("families"),
@@ -281,6 +282,7 @@ fn members(root: &Path, work: &Path) -> Result<()> {
         &crate::model_eval::Variants {
             tta: true,
             members: member_files,
+            sets: Vec::new(),
         },
         &work.join("families"),
         &model_dir.join("evaluation").join("families"),

@@ -66,6 +66,8 @@ pub struct Variants {
     /// Further members: the fp32 model and these as an ensemble (`ensemble`, and
     /// `ensemble+flip` with `tta`).
     pub members: Vec<PathBuf>,
+    /// Only the sets of [`SETS`] with these names (all when empty).
+    pub sets: Vec<String>,
 }
 
 /// What one method scored on one set.
@@ -92,7 +94,7 @@ pub struct Agreement {
 }
 
 /// `cargo xtask evaluate-model [--model FILE] [--int8 FILE] [--tta] [--member FILE]…
-/// [--work DIR] [--out DIR]`.
+/// [--sets A,B] [--work DIR] [--out DIR]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut model = root.join("models/default/model.onnx");
     let mut int8 = None;
@@ -114,8 +116,22 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "--out" => out = Some(value("--out")?),
             "--tta" => variants.tta = true,
             "--member" => variants.members.push(value("--member")?),
+            "--sets" => {
+                let names = rest.next().context("--sets needs a comma-separated list")?;
+                variants.sets = names.split(',').map(str::to_owned).collect();
+                if let Some(bad) = variants
+                    .sets
+                    .iter()
+                    .find(|n| !SETS.iter().any(|set| set.name == n.as_str()))
+                {
+                    bail!(
+                        "evaluate-model: no set `{bad}` (sets: {})",
+                        SETS.map(|set| set.name).join(", ")
+                    );
+                }
+            }
             other => bail!(
-                "evaluate-model: unknown argument `{other}` (--model FILE, --int8 FILE, --tta, --member FILE, --work DIR, --out DIR)"
+                "evaluate-model: unknown argument `{other}` (--model FILE, --int8 FILE, --tta, --member FILE, --sets A,B, --work DIR, --out DIR)"
             ),
         }
     }
@@ -196,7 +212,10 @@ pub fn evaluate(
     fs::create_dir_all(out).with_context(|| format!("could not create {}", out.display()))?;
     let mut scores = Vec::new();
     let mut agreements = Vec::new();
-    for set in &SETS {
+    let chosen = SETS
+        .iter()
+        .filter(|set| variants.sets.is_empty() || variants.sets.iter().any(|n| n == set.name));
+    for set in chosen {
         let data = work.join(format!("data-{}-{}", set.name, set.seed));
         if !data.join("phantom_truth.json").is_file() {
             process::run(
@@ -478,7 +497,10 @@ fn report_markdown(scores: &[SetScore], agreements: &[Agreement], model: &Path) 
             |n| n.to_string_lossy().into_owned()
         )
     );
-    for set in &SETS {
+    for set in SETS
+        .iter()
+        .filter(|set| scores.iter().any(|s| s.set == set.name))
+    {
         md.push_str(&format!(
             "- **{}** (`--family {}`, seed {}, {} cases): {}\n",
             set.name, set.family, set.seed, set.cases, set.about

@@ -225,14 +225,30 @@ fn prepare_case(
     })
 }
 
-/// The dataset at `data_dir` of `n_cases` cases described for the model card: `phantom seed
-/// S, N cases` for a phantom dataset (its `phantom_truth.json` names the seed), else `<folder
+/// The dataset at `data_dir` of `n_cases` cases described for the model card: `phantom
+/// seed S, family F, N cases` for a phantom dataset (its `phantom_truth.json` names the seed
+/// and the options; the family is left out when the options match none), else `<folder
 /// name>, N cases`.
 pub fn describe(data_dir: &Path, n_cases: usize) -> String {
-    let seed = std::fs::read_to_string(data_dir.join(strokeseg_phantom::TRUTH_FILE))
+    let truth = std::fs::read_to_string(data_dir.join(strokeseg_phantom::TRUTH_FILE))
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let seed = truth
+        .as_ref()
         .and_then(|v| v.get("seed").and_then(serde_json::Value::as_u64));
+    let family = truth.as_ref().and_then(|v| {
+        let options = v.get("options")?;
+        let fraction = options.get("anatomy")?.get("template_fraction")?.as_f64()?;
+        let realism: strokeseg_phantom::Realism =
+            serde_json::from_value(options.get("realism")?.clone()).ok()?;
+        strokeseg_phantom::Family::matching(fraction, &realism)
+    });
+    if let (Some(seed), Some(family)) = (seed, family) {
+        return format!(
+            "phantom seed {seed}, family {}, {n_cases} cases",
+            family.name()
+        );
+    }
     match seed {
         Some(seed) => format!("phantom seed {seed}, {n_cases} cases"),
         None => {

@@ -221,6 +221,21 @@ pub struct Range {
     pub max: f32,
 }
 
+/// How an activation's quantisation range is chosen from the calibration values.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum RangeRule {
+    /// Smallest to largest value seen: nothing is clipped, but one outlier widens the step
+    /// for every other value.
+    #[default]
+    MinMax,
+    /// The central `percent` % of the values seen (e.g. 99.99: the 0.005 % at each end are
+    /// clipped), from a 4,096-bin histogram per tensor; zero stays inside the range.
+    Percentile {
+        /// Share of the values kept, % (in (50, 100]).
+        percent: f32,
+    },
+}
+
 /// Per-tensor u8 activation quantisation: `real = scale · (q − zero_point)`.
 ///
 /// u8 with a free zero point, not symmetric i8: a ReLU output's range `[0, max]` gets zero

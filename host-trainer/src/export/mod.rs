@@ -35,7 +35,7 @@ use strokeseg_shared::postprocess::PostprocessConfig;
 use tract_onnx::pb::ModelProto;
 
 pub use error::ExportError;
-pub use graph::Range;
+pub use graph::{Range, RangeRule};
 pub use run_dir::{Checkpoint, Int8Calibration, RunExport, RunExportOptions, export_run};
 pub use slices::{PreparedSlice, calibration_inputs, prepare_study};
 pub use tract_run::TractModel;
@@ -240,10 +240,12 @@ pub fn export_fp32(
 }
 
 /// Activation ranges of the fp32 graph over `calibration` inputs (each `[C, H, W]` of
-/// the metadata's input shape), keyed by tensor name; the graph input is included.
+/// the metadata's input shape) chosen by `rule`, keyed by tensor name; the graph input is
+/// included.
 pub fn calibrate(
     fp32: &ModelProto,
     calibration: &[Vec<f32>],
+    rule: RangeRule,
 ) -> Result<std::collections::HashMap<String, Range>, ExportError> {
     let graph = fp32
         .graph
@@ -259,6 +261,13 @@ pub fn calibrate(
             "at least one calibration slice is needed".into(),
         ));
     }
+    if let RangeRule::Percentile { percent } = rule
+        && !(percent > 50.0 && percent <= 100.0)
+    {
+        return Err(ExportError::Calibration(format!(
+            "calibration percentile {percent} is outside (50, 100]"
+        )));
+    }
     let observed: Vec<String> = graph.node.iter().flat_map(|n| n.output.clone()).collect();
     let bytes = onnx::encode(fp32);
     let model = TractModel::from_bytes(&bytes, "fp32 model (calibration)", Some(&observed))?;
@@ -269,7 +278,7 @@ pub fn calibrate(
             bad.len()
         )));
     }
-    let mut ranges = model.ranges(calibration)?;
+    let mut ranges = model.ranges(calibration, rule)?;
     let mut input = Range {
         min: f32::INFINITY,
         max: f32::NEG_INFINITY,
@@ -278,19 +287,27 @@ pub fn calibrate(
         input.min = input.min.min(*v);
         input.max = input.max.max(*v);
     }
+    if let RangeRule::Percentile { percent } = rule {
+        let mut hist = tract_run::Histogram::new(input);
+        for x in calibration {
+            hist.add_all(x);
+        }
+        input = hist.central(percent);
+    }
     ranges.insert(input_name, input);
     Ok(ranges)
 }
 
 /// The int8 model calibrated on `calibration` (inputs `[C, H, W]` as the metadata's
-/// input shape). `metadata.precision` is set to `int8`.
+/// input shape), activation ranges by `rule`. `metadata.precision` is set to `int8`.
 pub fn int8_model(
     weights: &UNetWeights,
     metadata: &ModelMetadata,
     calibration: &[Vec<f32>],
+    rule: RangeRule,
 ) -> Result<ModelProto, ExportError> {
     let fp32 = fp32_model(weights, metadata)?;
-    let ranges = calibrate(&fp32, calibration)?;
+    let ranges = calibrate(&fp32, calibration, rule)?;
     let metadata = ModelMetadata {
         precision: PRECISION_INT8.into(),
         ..metadata.clone()
@@ -298,14 +315,16 @@ pub fn int8_model(
     build_model(&weights.fold(), &metadata, &mut Int8Emitter::new(&ranges))
 }
 
-/// Writes the int8 model calibrated on `calibration` to `path` (atomically).
+/// Writes the int8 model calibrated on `calibration` (ranges by `rule`) to `path`
+/// (atomically).
 pub fn export_int8(
     weights: &UNetWeights,
     metadata: &ModelMetadata,
     calibration: &[Vec<f32>],
+    rule: RangeRule,
     path: &Path,
 ) -> Result<ExportedModel, ExportError> {
-    let model = int8_model(weights, metadata, calibration)?;
+    let model = int8_model(weights, metadata, calibration, rule)?;
     write_model(&model, path)
 }
 

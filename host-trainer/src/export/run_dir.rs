@@ -11,8 +11,8 @@ use strokeseg_shared::model_meta::TrainingSummary;
 use strokeseg_shared::postprocess::PostprocessConfig;
 
 use super::{
-    ExportError, ExportedModel, ModelDescription, UNetWeights, calibration_inputs, export_fp32,
-    export_int8, model_metadata,
+    ExportError, ExportedModel, ModelDescription, RangeRule, UNetWeights, calibration_inputs,
+    export_fp32, export_int8, model_metadata,
 };
 use crate::model::UNetConfig;
 use crate::run::{
@@ -125,6 +125,8 @@ pub struct Int8Calibration {
     pub data_dir: Option<PathBuf>,
     /// Number of slices, spread evenly over the cases.
     pub n_slices: usize,
+    /// How each activation's range is chosen from the slices.
+    pub range_rule: RangeRule,
 }
 
 /// What [`export_run`] wrote.
@@ -234,22 +236,21 @@ pub fn export_run(options: &RunExportOptions) -> Result<RunExport, ExportError> 
                     });
                 }
             };
-            Some(calibration_inputs(
-                data_dir,
-                &metadata.preprocess,
-                int8.n_slices,
-                only_cases,
-            )?)
+            Some((
+                calibration_inputs(data_dir, &metadata.preprocess, int8.n_slices, only_cases)?,
+                int8.range_rule,
+            ))
         }
         None => None,
     };
     std::fs::create_dir_all(&options.out_dir).map_err(|e| ExportError::io(&options.out_dir, e))?;
     let fp32 = export_fp32(&weights, &metadata, &options.out_dir.join(FP32_FILE))?;
     let int8 = match &calibration {
-        Some(inputs) => Some(export_int8(
+        Some((inputs, rule)) => Some(export_int8(
             &weights,
             &metadata,
             inputs,
+            *rule,
             &options.out_dir.join(INT8_FILE),
         )?),
         None => None,
@@ -264,6 +265,6 @@ pub fn export_run(options: &RunExportOptions) -> Result<RunExport, ExportError> 
         fp32,
         int8,
         sha256sums,
-        calibration_slices: calibration.as_ref().map_or(0, Vec::len),
+        calibration_slices: calibration.as_ref().map_or(0, |(inputs, _)| inputs.len()),
     })
 }

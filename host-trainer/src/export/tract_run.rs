@@ -7,7 +7,7 @@ use std::path::Path;
 use tract_onnx::prelude::*;
 
 use super::ExportError;
-use super::graph::Range;
+use super::graph::{Range, RangeRule};
 
 /// An ONNX model loaded, optimised and ready to run on `[1, C, H, W]` f32 inputs.
 #[derive(Debug)]
@@ -111,10 +111,13 @@ impl TractModel {
             })
     }
 
-    /// Min/max of each selected output over `inputs` (calibration).
+    /// The quantisation range of each selected output over `inputs` (calibration), by
+    /// `rule`: min/max in one pass; a percentile in a second pass over a histogram spanning
+    /// the first pass's min/max.
     pub(crate) fn ranges(
         &self,
         inputs: &[Vec<f32>],
+        rule: RangeRule,
     ) -> Result<HashMap<String, Range>, ExportError> {
         let mut ranges: Vec<Range> = vec![
             Range {
@@ -142,6 +145,116 @@ impl TractModel {
                 inputs.len()
             )));
         }
+        if let RangeRule::Percentile { percent } = rule {
+            let mut histograms: Vec<Histogram> =
+                ranges.iter().map(|r| Histogram::new(*r)).collect();
+            for input in inputs {
+                for (hist, values) in histograms.iter_mut().zip(self.run_all(input)?) {
+                    hist.add_all(&values);
+                }
+            }
+            for (range, hist) in ranges.iter_mut().zip(&histograms) {
+                *range = hist.central(percent);
+            }
+        }
         Ok(self.output_names.iter().cloned().zip(ranges).collect())
+    }
+}
+
+/// Counts of values in equal bins over a known range.
+pub(crate) struct Histogram {
+    range: Range,
+    counts: Vec<u64>,
+}
+
+impl Histogram {
+    const BINS: usize = 4096;
+
+    pub(crate) fn new(range: Range) -> Histogram {
+        Histogram {
+            range,
+            counts: vec![0; Self::BINS],
+        }
+    }
+
+    pub(crate) fn add_all(&mut self, values: &[f32]) {
+        let width = self.range.max - self.range.min;
+        let scale = if width > 0.0 {
+            Self::BINS as f32 / width
+        } else {
+            0.0
+        };
+        for &v in values {
+            if v.is_finite() {
+                let bin = ((v - self.range.min) * scale) as usize;
+                if let Some(c) = self.counts.get_mut(bin.min(Self::BINS - 1)) {
+                    *c += 1;
+                }
+            }
+        }
+    }
+
+    /// The range holding the central `percent` % of the values, at bin edges (the
+    /// quantiser keeps zero exact whatever the range).
+    pub(crate) fn central(&self, percent: f32) -> Range {
+        let total: u64 = self.counts.iter().sum();
+        let tail = ((1.0 - f64::from(percent) / 100.0) / 2.0 * total as f64).floor() as u64;
+        let bin_width = (self.range.max - self.range.min) / Self::BINS as f32;
+        let mut seen = 0;
+        let mut lo_bin = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            if seen + c > tail {
+                lo_bin = i;
+                break;
+            }
+            seen += c;
+        }
+        seen = 0;
+        let mut hi_bin = Self::BINS - 1;
+        for (i, &c) in self.counts.iter().enumerate().rev() {
+            if seen + c > tail {
+                hi_bin = i;
+                break;
+            }
+            seen += c;
+        }
+        let min = self.range.min + lo_bin as f32 * bin_width;
+        let max = self.range.min + (hi_bin + 1) as f32 * bin_width;
+        Range {
+            min: min.max(self.range.min),
+            max: max.min(self.range.max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_central_percentile_clips_outliers_and_keeps_zero() {
+        // 10,000 values in [0, 1] and one outlier at 100: min/max would make the step 100×
+        // too coarse for every other value.
+        let mut values: Vec<f32> = (0..10_000).map(|i| i as f32 / 10_000.0).collect();
+        values.push(100.0);
+        let mut hist = Histogram::new(Range {
+            min: 0.0,
+            max: 100.0,
+        });
+        hist.add_all(&values);
+        let r = hist.central(99.9);
+        assert_eq!(r.min, 0.0);
+        assert!(r.max > 0.99 && r.max < 1.1, "{r:?}");
+        // Keeping everything gives the full range back.
+        let all = hist.central(100.0);
+        assert_eq!((all.min, all.max), (0.0, 100.0));
+        // Both tails are clipped.
+        let mut sym = Histogram::new(Range {
+            min: -100.0,
+            max: 100.0,
+        });
+        sym.add_all(&[-100.0, -1.0, -0.5, 0.0, 0.5, 1.0, 100.0]);
+        let r = sym.central(60.0);
+        assert!(r.min > -1.2 && r.max < 1.2, "{r:?}");
     }
 }

@@ -291,6 +291,9 @@ pub enum Family {
 }
 
 impl Family {
+    /// Every family, for lookups.
+    pub const ALL: [Family; 3] = [Family::Classic, Family::Hospitals, Family::Holdout];
+
     /// `classic`, `hospitals` or `holdout`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -299,17 +302,31 @@ impl Family {
             Family::Holdout => "holdout",
         }
     }
+
+    /// The family's presets: the share of template heads and the realism.
+    pub const fn presets(self) -> (f64, Realism) {
+        match self {
+            Family::Classic => (0.0, Realism::classic()),
+            Family::Hospitals => (1.0, Realism::hospitals()),
+            Family::Holdout => (0.0, Realism::hospitals()),
+        }
+    }
+
+    /// The family whose presets are exactly `template_fraction` and `realism` (as a
+    /// dataset's `phantom_truth.json` records them), if any.
+    pub fn matching(template_fraction: f64, realism: &Realism) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| {
+            let (fraction, r) = f.presets();
+            fraction == template_fraction && r == *realism
+        })
+    }
 }
 
 impl DatasetOptions {
     /// These options with the anatomy and realism of `family`; `template_dir` is where the
     /// brain template is (needed by [`Family::Hospitals`]).
     pub fn with_family(self, family: Family, template_dir: Option<std::path::PathBuf>) -> Self {
-        let (template_fraction, realism) = match family {
-            Family::Classic => (0.0, Realism::default()),
-            Family::Hospitals => (1.0, Realism::hospitals()),
-            Family::Holdout => (0.0, Realism::hospitals()),
-        };
+        let (template_fraction, realism) = family.presets();
         DatasetOptions {
             anatomy: AnatomySource {
                 template_fraction,
@@ -322,6 +339,16 @@ impl DatasetOptions {
 }
 
 impl Realism {
+    /// Everything off: the classic generator (the `Default`).
+    pub const fn classic() -> Realism {
+        Realism {
+            isles_lesions: false,
+            multifocal_fraction: 0.0,
+            varied_appearance: false,
+            confounder_rate: 0.0,
+        }
+    }
+
     /// Everything on: the training recipe's data.
     pub const fn hospitals() -> Realism {
         Realism {
@@ -667,4 +694,27 @@ pub fn generate_case(
         &patient,
         &opts,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_found_again_from_its_presets() {
+        assert_eq!(Realism::default(), Realism::classic());
+        for family in Family::ALL {
+            let opts = DatasetOptions::default().with_family(family, None);
+            assert_eq!(
+                Family::matching(opts.anatomy.template_fraction, &opts.realism),
+                Some(family)
+            );
+        }
+        let custom = Realism {
+            confounder_rate: 0.5,
+            ..Realism::hospitals()
+        };
+        assert_eq!(Family::matching(1.0, &custom), None);
+        assert_eq!(Family::matching(0.5, &Realism::hospitals()), None);
+    }
 }
