@@ -70,8 +70,9 @@ pub const TRAIN_ARGS: &[&str] = &[
 pub const MEMBER_SEEDS: &[&str] = &["2019", "2020"];
 /// The shipped model's folder, relative to the repo root.
 const MODEL_DIR: &str = "models/default";
-/// Where the members' fp32 models go (`seed-S.onnx`, `SHA256SUMS`), relative to the root.
-const MEMBER_DIR: &str = "models/default/ensemble";
+/// Where the members' fp32 models go (`seed-S.onnx`, `SHA256SUMS`), inside the work folder:
+/// they are not shipped, because the ensemble did not gain out of family (the model card).
+const MEMBER_DIR: &str = "members";
 /// Model version written into the metadata.
 const MODEL_VERSION: &str = "2.0.0";
 
@@ -260,7 +261,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
 /// `--members-only`: trains the ensemble members of [`MEMBER_SEEDS`] (the dataset is made
 /// if the work folder lacks it; finished member runs are reused), exports them into
-/// [`MEMBER_DIR`] and judges the shipped model, with flip TTA and as an ensemble with the
+/// the work folder's [`MEMBER_DIR`] and judges the shipped model, with flip TTA and as an ensemble with the
 /// members, on the phantom families. The shipped model itself is left as it is.
 fn members(root: &Path, work: &Path) -> Result<()> {
     let work = std::path::absolute(work)
@@ -318,7 +319,7 @@ fn generate_data(root: &Path, train: &Path, data: &Path) -> Result<()> {
 
 /// Trains one member per seed of [`MEMBER_SEEDS`] on `data` into `work/run-seed-S` (reusing
 /// a finished run when `reuse` is set), exports each fp32 model to
-/// `MEMBER_DIR/seed-S.onnx` and writes `MEMBER_DIR/SHA256SUMS`; returns the files.
+/// `work/MEMBER_DIR/seed-S.onnx` and writes `work/MEMBER_DIR/SHA256SUMS`; returns the files.
 fn train_members(
     root: &Path,
     train: &Path,
@@ -327,7 +328,7 @@ fn train_members(
     reuse: bool,
 ) -> Result<Vec<PathBuf>> {
     let s = |p: &Path| p.to_string_lossy().into_owned();
-    let member_dir = root.join(MEMBER_DIR);
+    let member_dir = work.join(MEMBER_DIR);
     fs::create_dir_all(&member_dir)
         .with_context(|| format!("could not create {}", member_dir.display()))?;
     let mut files = Vec::new();
