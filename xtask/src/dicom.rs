@@ -2,8 +2,9 @@
 //!
 //! 1. Debian's `dcmtk` (`storescu`, `storescp`, `echoscu`, `dcmdump`) and `dicom3tools`
 //!    (`dciodvfy`) are installed with apt-get when missing (as root).
-//! 2. `cargo test -p strokeseg-dicom` and `cargo test -p strokeseg-edge --test serve` run
-//!    with `STROKESEG_DICOM_TOOLS=required`, so a test that would skip for a missing tool
+//! 2. strokeseg-dicom's integration tests (`scp`, `outputs`, `roundtrip`) and
+//!    strokeseg-edge's `serve` run (with the workspace's features, so the test step's build
+//!    is reused) with `STROKESEG_DICOM_TOOLS=required`, so a test that would skip for a missing tool
 //!    fails instead; the tests start the tools themselves on 127.0.0.1 with free ports
 //!    (storescu → our SCP, incl. `kill -9`; our SCU → storescp, the received SEG through
 //!    dciodvfy; storescu → `strokeseg-edge serve` → storescp end to end, with faults). The
@@ -30,22 +31,32 @@ pub fn run(root: &Path) -> Result<()> {
             .join("tmp")
             .join("dicom-check"),
     )?;
-    for args in [
-        &["test", "-p", "strokeseg-dicom"][..],
-        &["test", "-p", "strokeseg-edge", "--test", "serve"][..],
-    ] {
-        let line = format!("cargo {} (STROKESEG_DICOM_TOOLS=required)", args.join(" "));
-        println!("$ {line}");
-        let status = Command::new("cargo")
-            .args(args)
-            .env("STROKESEG_DICOM_TOOLS", "required")
-            .env("STROKESEG_DICOM_KEEP", &keep)
-            .current_dir(root)
-            .status()
-            .context("could not start cargo")?;
-        if !status.success() {
-            bail!("`{line}` failed ({status})");
-        }
+    // `--workspace` with the test targets named: the features of the test step's build, so
+    // its warm target folder is reused (`-p` alone resolves other features and recompiles
+    // tract, minutes). The crate's unit tests need no tools and ran in the test step.
+    let args = [
+        "test",
+        "--workspace",
+        "--test",
+        "scp",
+        "--test",
+        "outputs",
+        "--test",
+        "roundtrip",
+        "--test",
+        "serve",
+    ];
+    let line = format!("cargo {} (STROKESEG_DICOM_TOOLS=required)", args.join(" "));
+    println!("$ {line}");
+    let status = Command::new("cargo")
+        .args(args)
+        .env("STROKESEG_DICOM_TOOLS", "required")
+        .env("STROKESEG_DICOM_KEEP", &keep)
+        .current_dir(root)
+        .status()
+        .context("could not start cargo")?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
     }
     let Some(python) = process::python_venv(
         root,
