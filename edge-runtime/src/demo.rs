@@ -150,27 +150,6 @@ impl std::fmt::Display for DicomDemoOutcome {
     }
 }
 
-/// Every `.dcm` file under `dir`, sorted.
-fn dcm_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "dcm") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// `strokeseg-edge demo --dicom`: a DICOM round trip on one machine, no tools needed.
 /// Phantom case `case_index` of the dataset with `seed` is written as DICOM series into
 /// `out_dir/dicom-demo/scanner` (replacing an earlier demo there); a PACS (this crate's
@@ -285,7 +264,7 @@ pub fn run_dicom_demo(
                 let sent = Instant::now();
                 let deadline = sent + timeout;
                 loop {
-                    let at_pacs = dcm_files(&pacs_dir);
+                    let at_pacs = strokeseg_dicom::dcm_files(&pacs_dir);
                     let seg = at_pacs.iter().find(|p| {
                         file_sop_uids(p).is_ok_and(|(class, _)| class == SEGMENTATION_SOP_CLASS_UID)
                     });
@@ -336,7 +315,7 @@ pub fn run_dicom_demo(
         })
         .unwrap_or(dirs.outbox.clone());
     Ok(DicomDemoOutcome {
-        objects_at_pacs: dcm_files(&pacs_dir).len(),
+        objects_at_pacs: strokeseg_dicom::dcm_files(&pacs_dir).len(),
         root,
         instances_sent,
         node,

@@ -18,40 +18,9 @@ use std::time::{Duration, Instant};
 use dicom_dictionary_std::tags;
 use strokeseg_dicom::derived::{SEGMENTATION_SOP_CLASS_UID, unpack_bits};
 use strokeseg_dicom::scu::file_sop_uids;
+use strokeseg_dicom::testing::{dcm_files, free_port, tool};
 use strokeseg_dicom::write::{PhantomSeriesOptions, WrittenStudy, write_phantom_study};
 use strokeseg_phantom::{DatasetOptions, PhantomCase};
-
-const TOOLS_ENV: &str = "STROKESEG_DICOM_TOOLS";
-
-/// The path of `program` on PATH; missing: SKIPPED (or a failure when required).
-fn tool(program: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let required = std::env::var(TOOLS_ENV).is_ok_and(|v| v == "required");
-        assert!(
-            !required,
-            "{test}: {program} not on PATH and {TOOLS_ENV}=required (apt-get install -y dcmtk dicom3tools)"
-        );
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** {test} SKIPPED: {program} not on PATH (apt-get install -y dcmtk dicom3tools, or `cargo xtask ci dicom`) ***\n"
-        );
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_listening(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -59,26 +28,6 @@ fn wait_listening(port: u16, what: &str) {
         assert!(Instant::now() < deadline, "{what} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn dcm_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "dcm") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Every regular file in `dir` (storescp writes `SEG.<uid>`, `CT.<uid>`, …).

@@ -16,9 +16,31 @@ pub mod read;
 pub mod sanitize;
 pub mod scp;
 pub mod scu;
+pub mod testing;
 mod uid;
 pub mod write;
 
 pub use config::RecognizerConfig;
 pub use error::DicomError;
 pub use uid::{MAX_UID_CHARS, UidRoot, is_valid_uid};
+
+/// Every `.dcm` file under `dir` (recursively), sorted; unreadable folders are skipped.
+pub fn dcm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "dcm") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
