@@ -222,12 +222,11 @@ fn figures(case: &PhantomCase, c: &Computed, noise_hu: f64, pv_scale: f32) -> Fi
     }
 }
 
-fn run(seed: u64, noise_hu: f64) -> Figures {
+fn run(seed: u64, noise_hu: f64, config: &PerfusionConfig) -> Figures {
     let opts = options(seed, noise_hu);
     let case = case_with_core(&opts, 3.0);
     let dir = tempfile::tempdir().unwrap();
-    let config = PerfusionConfig::default();
-    let (computed, summary) = compute(dir.path(), &case, &config);
+    let (computed, summary) = compute(dir.path(), &case, config);
     let f = figures(&case, &computed, noise_hu, summary.arterial.pv_scale);
     if std::env::var_os("STROKESEG_PERFUSION_REPORT").is_some() {
         println!(
@@ -243,7 +242,7 @@ fn run(seed: u64, noise_hu: f64) -> Figures {
 /// [`computed_maps_at_ctp_noise`]).
 #[test]
 fn computed_maps_meet_the_issue_targets_at_5_hu() {
-    let f = run(2018, 5.0);
+    let f = run(2018, 5.0, &PerfusionConfig::default());
     println!("{f:?}");
     assert!(f.cbf_r >= 0.9, "{f:?}");
     assert!(f.cbv_r >= 0.9, "{f:?}");
@@ -252,29 +251,55 @@ fn computed_maps_meet_the_issue_targets_at_5_hu() {
     assert!(f.rule_dice >= 0.85, "{f:?}");
 }
 
-/// At 10 HU per frame the CBF targets are met (r 0.90, rCBF 14 %); CBV, Tmax and the rule's
-/// Dice are not
-/// (BENCHMARKS.md, "Perfusion maps from the raw series", says why): the bounds guard
-/// today's figures.
+/// At 10 HU per frame the CBF targets are met (r 0.90, rCBF 14 %); CBV (r 0.865 with its
+/// own σ 8 px smoothing, 0.80 without), Tmax and the rule's Dice are not (BENCHMARKS.md,
+/// "Perfusion maps from the raw series", says why): the bounds guard today's figures.
 #[test]
 fn computed_maps_at_ctp_noise() {
-    let f = run(2018, 10.0);
+    let f = run(2018, 10.0, &PerfusionConfig::default());
     println!("{f:?}");
     assert!(f.cbf_r >= 0.89, "{f:?}");
     assert!(f.rcbf_median_abs_err <= 0.15, "{f:?}");
-    assert!(f.cbv_r >= 0.78, "{f:?}");
+    assert!(f.cbv_r >= 0.85, "{f:?}");
     assert!(f.tmax_mae_s <= 1.5, "{f:?}");
     assert!(f.rule_dice >= 0.72, "{f:?}");
 }
 
-/// `STROKESEG_PERFUSION_REPORT=1`: the figures at several noise levels (BENCHMARKS.md).
+/// The model-based Tmax ([`PerfusionConfig::model_refinement`], off by default) at 10 HU
+/// per frame: Tmax within ≈ 1.1 s instead of 1.35 s (no truncation lateness), the other
+/// maps unchanged, the rule's Dice lower (0.67 vs 0.77: more voxels fall under the healthy
+/// reference's Tmax < 4 s and its CBF drops, while the noisy low-flow CBF stays high).
+#[test]
+fn model_based_tmax_at_ctp_noise() {
+    let config = PerfusionConfig {
+        model_refinement: true,
+        ..PerfusionConfig::default()
+    };
+    let f = run(2018, 10.0, &config);
+    println!("{f:?}");
+    assert!(f.tmax_mae_s <= 1.15, "{f:?}");
+    assert!(f.cbf_r >= 0.89 && f.cbv_r >= 0.85, "{f:?}");
+    assert!(f.rule_dice >= 0.62, "{f:?}");
+}
+
+/// `STROKESEG_PERFUSION_REPORT=1`: the figures at several noise levels (BENCHMARKS.md),
+/// with the default configuration and with the model-based Tmax.
 #[test]
 fn figures_per_noise_level() {
     if std::env::var_os("STROKESEG_PERFUSION_REPORT").is_none() {
         return;
     }
-    for noise_hu in [0.0, 2.5, 5.0, 7.5, 10.0, 15.0] {
-        println!("{:?}", run(2018, noise_hu));
+    let model = PerfusionConfig {
+        model_refinement: true,
+        ..PerfusionConfig::default()
+    };
+    for (name, config) in [
+        ("default", PerfusionConfig::default()),
+        ("model Tmax", model),
+    ] {
+        for noise_hu in [0.0, 2.5, 5.0, 7.5, 10.0, 15.0] {
+            println!("{name}: {:?}", run(2018, noise_hu, &config));
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Pass 2 of the perfusion computation: one slice of all frames → baseline, tissue mask,
 //! smoothed enhancement, deconvolution, and the CBF, CBV, MTT and Tmax maps of the slice.
 //!
-//! [`SliceProcessor`] holds every buffer, sized once per study: `(13 + 2 · C) · nx · ny` f32
+//! [`SliceProcessor`] holds every buffer, sized once per study: `(15 + 2 · C) · nx · ny` f32
 //! (`C` = [`Basis::max_components`] + 1) plus the deconvolution basis;
 //! [`SliceProcessor::process`] works in place on the caller's frames: baseline and
 //! enhancement, tissue mask, each tissue curve projected on the kept deconvolution
@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use super::aif::ArterialInput;
 use super::curve::{TimeGrid, area_hu_s, max_value, smooth_temporal};
 use super::deconv::Basis;
+use super::model::ResidueModel;
 use super::spatial::{GuidedSmoother, MaskedSmoother};
 use super::{
     CBF_PER_RESIDUE, CBV_PER_AREA_RATIO, MAX_TIME_S, MIN_CBF_FOR_MTT_ML_100G_MIN, PerfusionConfig,
@@ -138,11 +139,17 @@ pub struct SliceProcessor {
     /// Per voxel `[coefficients of the kept components..., CBV area]` (interleaved).
     coef: Vec<f32>,
     coef_tmp: Vec<f32>,
+    /// CBV area per voxel, smoothed with `config.cbv_spatial_sigma_px`.
+    cbv_area: Vec<f32>,
+    /// Transposed tissue mask (scratch of the CBV smoothing).
+    mask_t: Vec<u8>,
     /// Channels per voxel in `coef`: `basis.max_components() + 1`.
     channels: usize,
     curve: Vec<f32>,
     residue: Vec<f32>,
     scratch: Vec<f32>,
+    /// Templates of the model-based refinement (`config.model_refinement`).
+    model: Option<ResidueModel>,
 }
 
 impl SliceProcessor {
@@ -184,7 +191,6 @@ impl SliceProcessor {
             grid,
             nx,
             ny,
-            basis,
             // Tissue lags the AIF (delay, dispersion) and enhances by a few % of it, so its
             // baseline takes every frame before the AIF's arrival (10 % of its peak), not
             // only the AIF's own window (which ends `baseline_margin_s` earlier): at CT
@@ -210,10 +216,23 @@ impl SliceProcessor {
             guide: vec![0.0; nxy],
             coef: vec![0.0; nxy * channels],
             coef_tmp: vec![0.0; nxy * channels],
+            cbv_area: vec![0.0; nxy],
+            mask_t: vec![0; nxy],
             channels,
             curve: vec![0.0; grid.n_frames],
             residue: vec![0.0; len],
             scratch: vec![0.0; len],
+            model: if config.model_refinement {
+                Some(ResidueModel::new(
+                    &arterial.aif_hu,
+                    grid,
+                    &basis,
+                    config.temporal_smoothing,
+                )?)
+            } else {
+                None
+            },
+            basis,
         })
     }
 
@@ -306,6 +325,22 @@ impl SliceProcessor {
             self.basis.project(&self.curve, coef)?;
             area[0] = area_hu_s(&self.curve[..self.cbv_frames], dt);
         }
+        let cbv_sigma = self.config.cbv_spatial_sigma_px;
+        if cbv_sigma > 0.0 {
+            for (a, c) in self.cbv_area.iter_mut().zip(self.coef.chunks_exact(ch)) {
+                *a = c[ch - 1];
+            }
+            GuidedSmoother::new(cbv_sigma, self.config.spatial_range_hu).apply_plane(
+                &mut self.cbv_area,
+                &mut self.tmp,
+                &self.mask,
+                &self.guide,
+                &mut self.mask_t,
+                &mut self.weight,
+                nx,
+                ny,
+            )?;
+        }
         if self.config.spatial_sigma_px > 0.0 {
             GuidedSmoother::new(self.config.spatial_sigma_px, self.config.spatial_range_hu).apply(
                 &mut self.coef,
@@ -334,10 +369,30 @@ impl SliceProcessor {
             }
             let fit = self.basis.fit(coef, &mut self.residue, &mut self.scratch)?;
             let cbf = f64::from(fit.r_max_per_s) * CBF_PER_RESIDUE;
-            let cbv = cbv.max(0.0);
+            // The area smoothed for CBV alone (the vessel test above keeps the coefficients'
+            // smoothing, so a small vessel is not spread over its neighbours first).
+            let cbv = if cbv_sigma > 0.0 {
+                f64::from(self.cbv_area[v] / self.aif_area_hu_s) * CBV_PER_AREA_RATIO
+            } else {
+                cbv
+            }
+            .max(0.0);
+            let mut tmax = fit.tmax_s;
+            if let Some(model) = &self.model {
+                // The SVD residue's MTT starts the search (its flow is low by the
+                // truncation, so the start is long; the search walks down).
+                let mtt_start = if cbf > 0.0 {
+                    (60.0 * cbv / cbf) as f32
+                } else {
+                    4.0
+                };
+                if let Some(m) = model.fit(coef, mtt_start) {
+                    tmax = m.tmax_s.max(0.0);
+                }
+            }
             self.cbf[v] = cbf as f32;
             self.cbv[v] = cbv as f32;
-            self.tmax[v] = fit.tmax_s.min(MAX_TIME_S as f32);
+            self.tmax[v] = tmax.min(MAX_TIME_S as f32);
             if cbf >= MIN_CBF_FOR_MTT_ML_100G_MIN {
                 self.mtt[v] = (60.0 * cbv / cbf).min(MAX_TIME_S) as f32;
             }

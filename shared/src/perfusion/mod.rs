@@ -31,12 +31,14 @@
 //! - [`aif`] (alloc): automatic AIF and VOF selection over the whole study with bounded
 //!   candidate sets, partial-volume scaling of the AIF by the VOF area;
 //! - [`maps`] (alloc): the per-slice computation and the tissue mask;
+//! - [`model`] (alloc): optional model-based Tmax (templates of the dispersed exponential
+//!   residue fitted to the smoothed curves);
 //! - [`study`] (alloc): the two-pass entry point over a [`study::DynamicSource`].
 //!
 //! # Memory
 //!
 //! Bounded per study, independent of the number of slices: one slice of all frames
-//! (`n_frames · nx · ny` f32, read by the source), about `(13 + 2 · C) · nx · ny` f32 of
+//! (`n_frames · nx · ny` f32, read by the source), about `(15 + 2 · C) · nx · ny` f32 of
 //! per-slice buffers (`C`: the kept deconvolution components plus one, ≤ `2 · n_frames + 1`,
 //! typically 20–40), the deconvolution basis (`L + L · n_frames + L²` f32, `L = 2 · n_frames`,
 //! 0.2 MB for 50 frames) and the candidate sets (`2 · K · n_frames` f32, K =
@@ -51,6 +53,8 @@ pub mod svd;
 pub mod aif;
 #[cfg(feature = "alloc")]
 pub mod maps;
+#[cfg(feature = "alloc")]
+pub mod model;
 #[cfg(feature = "alloc")]
 pub mod study;
 
@@ -86,8 +90,9 @@ pub const MAX_TIME_S: f64 = 40.0;
 /// Version of the map computation: bumped whenever a change moves the maps the same
 /// configuration computes (a model trained on computed maps records it,
 /// [`crate::config::MapsProvenance`]). 1: issue 12 phase 1; 2: edge-preserving smoothing of
-/// the deconvolution coefficients, tissue baseline up to the AIF's arrival, ladder to 5 %.
-pub const PERFUSION_VERSION: u32 = 2;
+/// the deconvolution coefficients, tissue baseline up to the AIF's arrival, ladder to 5 %;
+/// 3: CBV areas smoothed with their own σ ([`PerfusionConfig::cbv_spatial_sigma_px`]).
+pub const PERFUSION_VERSION: u32 = 3;
 
 /// A named [`PerfusionConfig`], as model metadata records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +147,12 @@ pub struct PerfusionConfig {
     /// voxel's by much more than this (grey vs white matter, ≈ 10 HU) count little. 0: plain
     /// gaussian smoothing.
     pub spatial_range_hu: f32,
+    /// Spatial σ of the edge-preserving smoothing of the CBV areas only, pixels (0: the
+    /// areas are smoothed with `spatial_sigma_px` like the deconvolution coefficients; at
+    /// most [`spatial::MAX_SIGMA_PX`]). CBV varies less across tissue than its noise does
+    /// (a voxel's first-pass area has an SNR of ≈ 0.5 at 10 HU per frame), and the rule
+    /// does not use it, so it may be smoothed more than CBF and Tmax.
+    pub cbv_spatial_sigma_px: f32,
     /// Frames ignored at the start (scanner settling), 0 for most protocols.
     pub skip_frames: usize,
     /// Seconds between the end of the baseline and the detected arrival of the AIF (10 %
@@ -160,6 +171,13 @@ pub struct PerfusionConfig {
     /// Frame-to-frame change (mean |ΔHU| over the head) above this multiple of the
     /// series' median change is refused as motion.
     pub motion_factor: f32,
+    /// Tmax from a fit of the indicator-dilution model (dispersed exponential residue over
+    /// a grid of delays) to each smoothed tissue curve after the SVD residue ([`model`])
+    /// instead of the time of the truncated residue's maximum. Off by default: at 10 HU
+    /// per frame it lowers the Tmax error (1.35 → 1.07 s) but the threshold rule's Dice
+    /// falls (0.77 → 0.68; BENCHMARKS.md); it costs a template dot product per grid point
+    /// visited and voxel.
+    pub model_refinement: bool,
 }
 
 impl Default for PerfusionConfig {
@@ -169,12 +187,14 @@ impl Default for PerfusionConfig {
             temporal_smoothing: true,
             spatial_sigma_px: 4.5,
             spatial_range_hu: 4.0,
+            cbv_spatial_sigma_px: 8.0,
             skip_frames: 0,
             baseline_margin_s: 1.5,
             cbv_window_s: 35.0,
             mask: maps_rule::TissueMaskRule::default(),
             arterial: maps_rule::ArterialRule::default(),
             motion_factor: 2.5,
+            model_refinement: false,
         }
     }
 }
@@ -188,6 +208,11 @@ impl PerfusionConfig {
             && (0.0..=spatial::MAX_SIGMA_PX).contains(&self.spatial_sigma_px))
         {
             return bad("spatial_sigma_px must be in 0..=8");
+        }
+        if !(self.cbv_spatial_sigma_px.is_finite()
+            && (0.0..=spatial::MAX_SIGMA_PX).contains(&self.cbv_spatial_sigma_px))
+        {
+            return bad("cbv_spatial_sigma_px must be in 0..=8");
         }
         if !(self.spatial_range_hu.is_finite() && self.spatial_range_hu >= 0.0) {
             return bad("spatial_range_hu must be finite and ≥ 0");
