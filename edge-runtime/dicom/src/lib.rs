@@ -13,6 +13,7 @@ pub mod derived;
 mod error;
 pub mod geometry;
 pub mod read;
+pub mod retention;
 pub mod sanitize;
 pub mod scp;
 pub mod scu;

@@ -100,9 +100,11 @@ fn main() -> Result<()> {
             dynamic,
             secondary_capture,
         } => {
+            // The indicator-dilution dynamic series (what `--dynamic` writes).
             let opts = strokeseg_phantom::DatasetOptions {
                 min_slices: slices,
                 max_slices: slices,
+                dynamic: strokeseg_phantom::DynamicSeries::ctp(),
                 ..strokeseg_phantom::DatasetOptions::default()
             };
             let case = strokeseg_phantom::generate_case(seed, case, &opts)?;

@@ -474,6 +474,13 @@ impl Outbox {
         Ok(job_name)
     }
 
+    /// Removes the delivered jobs in `sent/` delivered more than `keep` before `now` (the
+    /// time of the last write of their `job.json`, just before the move to `sent/`); returns
+    /// their names. See [`crate::retention`].
+    pub fn prune_sent(&self, keep: Duration, now: SystemTime) -> Result<Vec<String>, DicomError> {
+        crate::retention::prune_older_than(&self.sent(), keep, now, Some(JOB_FILE))
+    }
+
     /// The state of pending job `name`.
     pub fn state(&self, name: &str) -> Result<JobState, DicomError> {
         let path = self

@@ -2,7 +2,9 @@
 //! slice (and per time point of a dynamic series), with patient/study attributes, geometry,
 //! rescale and new UIDs; and a phantom study ([`strokeseg_phantom::PhantomCase`]) as the
 //! series a CT console sends (plain CT, CBF, CBV, MTT, Tmax maps, optionally the raw
-//! dynamic CTP series).
+//! dynamic CTP series: the phantom's indicator-dilution series,
+//! [`strokeseg_phantom::DynamicSeries::ctp`], so a study sent without its maps goes through
+//! the perfusion computation end to end).
 //!
 //! Every file is written through [`strokeseg_io::atomic`]. Memory: one instance at a time.
 
@@ -397,7 +399,11 @@ fn image_object(
 pub struct PhantomSeriesOptions {
     /// Storage class of the four maps (the plain and dynamic CT are always CT Image).
     pub maps_as: ImageClass,
-    /// Also write the raw dynamic CTP series (every time point of every slice).
+    /// Also write the raw dynamic CTP series (every time point of every slice). The case
+    /// must have been generated with the indicator-dilution series
+    /// ([`strokeseg_phantom::DynamicSeries::ctp`], see [`phantom_dataset_options`]): the
+    /// classic series (one AIF everywhere, no arteries) is refused, since no perfusion
+    /// computation finds an arterial input in it.
     pub with_dynamic: bool,
     /// Root of all UIDs.
     pub uid_root: UidRoot,
@@ -413,6 +419,19 @@ impl Default for PhantomSeriesOptions {
             uid_root: UidRoot::default(),
             study_key: "strokeseg-phantom".into(),
         }
+    }
+}
+
+/// Dataset options for a DICOM phantom study of `n_slices` slices with a lesion and the
+/// indicator-dilution dynamic series ([`strokeseg_phantom::DynamicSeries::ctp`]), as
+/// [`write_phantom_study`] needs for [`PhantomSeriesOptions::with_dynamic`].
+pub fn phantom_dataset_options(n_slices: usize) -> strokeseg_phantom::DatasetOptions {
+    strokeseg_phantom::DatasetOptions {
+        min_slices: n_slices,
+        max_slices: n_slices,
+        lesion_free_fraction: 0.0,
+        dynamic: strokeseg_phantom::DynamicSeries::ctp(),
+        ..strokeseg_phantom::DatasetOptions::default()
     }
 }
 
@@ -458,13 +477,23 @@ fn phantom_map(modality: Modality) -> Option<(&'static str, Rescale, &'static st
 /// intercept −1024), the CBF, CBV, MTT and Tmax maps (derived, with their Derivation
 /// Description; CBF/CBV values are the NIfTI file's stored values) and, when asked, the raw
 /// dynamic series (one instance per time point and slice, Acquisition Number and Temporal
-/// Position Identifier per time point). The geometry is the phantom NIfTI's, so a DICOM
+/// Position Identifier per time point; the case's indicator-dilution series, refused when
+/// the case has the classic one). The geometry is the phantom NIfTI's, so a DICOM
 /// study read back ([`crate::read`]) has the same affine.
 pub fn write_phantom_study(
     case: &PhantomCase,
     out_dir: &Path,
     opts: &PhantomSeriesOptions,
 ) -> Result<WrittenStudy, DicomError> {
+    if opts.with_dynamic && !case.dynamic.exact {
+        return Err(DicomError::Encode {
+            what: format!("the dynamic series of {}", case.case_name()),
+            reason: "the case has the classic phantom series (one AIF everywhere, no arteries), \
+                     in which no perfusion computation finds an arterial input: generate it \
+                     with DynamicSeries::ctp() (write::phantom_dataset_options)"
+                .into(),
+        });
+    }
     let key = format!("{}/{}", opts.study_key, case.case_name());
     let uid = |what: &str| opts.uid_root.derive(&format!("{key}/{what}"));
     let study = StudyAttributes {

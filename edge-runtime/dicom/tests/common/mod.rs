@@ -11,19 +11,14 @@
 use std::path::Path;
 use std::process::Command;
 
-use strokeseg_phantom::{DatasetOptions, PhantomCase, generate_case};
+use strokeseg_phantom::{PhantomCase, generate_case};
 
 pub use strokeseg_dicom::testing::{TOOLS_ENV, dcm_files, free_port, tool};
 
-/// A 2-slice classic phantom case with a lesion (256 × 256, seed 13).
+/// A 2-slice classic phantom case with a lesion (256 × 256, seed 13) and the
+/// indicator-dilution dynamic series.
 pub fn small_case() -> PhantomCase {
-    let opts = DatasetOptions {
-        min_slices: 2,
-        max_slices: 2,
-        lesion_free_fraction: 0.0,
-        ..DatasetOptions::default()
-    };
-    generate_case(13, 0, &opts).unwrap()
+    generate_case(13, 0, &strokeseg_dicom::write::phantom_dataset_options(2)).unwrap()
 }
 
 /// Runs `program args`, returning (success, stdout + stderr).
