@@ -362,6 +362,11 @@ mod tests {
             ..PerfusionConfig::default()
         };
         assert!(bad.validate().is_err());
+        let bad_cbv = PerfusionConfig {
+            cbv_spatial_sigma_px: 9.0,
+            ..PerfusionConfig::default()
+        };
+        assert!(bad_cbv.validate().is_err());
         assert_eq!(
             PerfusionPreset::matching(&PerfusionConfig::default()),
             Some(PerfusionPreset::Default)
