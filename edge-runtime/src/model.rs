@@ -2,6 +2,11 @@
 //! `strokeseg.metadata` entry is read and validated, the graph's input and output are checked
 //! against it, and tract optimises the graph for the static input shape `[1, C, H, W]`.
 //!
+//! How tract lowers the graph is chosen here, in code ([`PlanOptions`]): on x86-64 its
+//! direct spatial convolution (taken for wide f32 convolutions, output rows ≥ 128) is turned
+//! off, so those convolutions run as lazy im2col + matrix product with bias and ReLU fused
+//! into the kernel; per-op timings of the shipped model are in BENCHMARKS.md.
+//!
 //! The default model is embedded at build time when `models/default/model.onnx` exists
 //! (see `build.rs`); [`embedded_model`] returns it, and `--model FILE` overrides it.
 
@@ -12,6 +17,7 @@ use strokeseg_model::{ModelFileError, ModelInfo};
 use strokeseg_shared::model_meta::ModelMetadata;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::knobs::KnobScope;
 
 use crate::error::ModelError;
 
@@ -23,6 +29,37 @@ static EMBEDDED_MODEL: Option<&[u8]> = None;
 /// The default model compiled into this binary, if the build found one.
 pub fn embedded_model() -> Option<&'static [u8]> {
     EMBEDDED_MODEL
+}
+
+/// How tract builds the plan; [`PlanOptions::default`] is the fastest configuration measured
+/// for our models on this target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Let tract lower wide f32 convolutions to its `DirectSpatialConv` (tract's own choice).
+    /// Off by default on x86-64: there the lazy im2col + matrix product path, which fuses
+    /// bias, ReLU and the residual add into the matrix kernel, ran the shipped model's
+    /// 128-wide layers 1.7× faster (BENCHMARKS.md). Elsewhere tract's choice is kept until it
+    /// is measured on the box (`tract_profile --direct-spatial`).
+    pub direct_spatial_conv: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            direct_spatial_conv: !cfg!(target_arch = "x86_64"),
+        }
+    }
+}
+
+impl PlanOptions {
+    /// The tract knobs these options set while the graph is optimised.
+    fn knob_scope(self) -> TractResult<KnobScope> {
+        let mut knobs = Vec::new();
+        if !self.direct_spatial_conv {
+            knobs.push(("TRACT_DISABLE_DIRECT_SPATIAL", "true"));
+        }
+        KnobScope::new(knobs)
+    }
 }
 
 /// A validated, optimised model ready to run one slice at a time.
@@ -103,6 +140,15 @@ impl SegModel {
     /// graph for the metadata's static input shape and checks the output shape
     /// `[1, n_classes, H, W]`.
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<SegModel, ModelError> {
+        Self::from_bytes_with(bytes, source, PlanOptions::default())
+    }
+
+    /// [`SegModel::from_bytes`] with the plan built as `options` say (benchmarks, tests).
+    pub fn from_bytes_with(
+        bytes: &[u8],
+        source: &str,
+        options: PlanOptions,
+    ) -> Result<SegModel, ModelError> {
         let (proto, info) = inspect(bytes, source)?;
         let metadata = info.checked_metadata()?.clone();
         let load = |e: TractError| ModelError::Load {
@@ -128,10 +174,13 @@ impl SegModel {
             .get(output_idx)
             .ok_or_else(|| load(TractError::msg(format!("output {output_idx} missing"))))?;
         model.select_output_outlets(&[outlet]).map_err(load)?;
-        let model = model
-            .with_input_fact(0, f32::fact(shape).into())
-            .map_err(load)?
-            .into_optimized()
+        let scope = options.knob_scope().map_err(load)?;
+        let model = scope
+            .enter(|| {
+                model
+                    .with_input_fact(0, f32::fact(shape).into())?
+                    .into_optimized()
+            })
             .map_err(load)?;
         let outlet = *model
             .output_outlets()
@@ -312,6 +361,52 @@ mod tests {
         // int8 stays within half a logit of fp32.
         for (a, b) in margins[0].iter().zip(&margins[1]) {
             assert!((a - b).abs() < 0.5, "{margins:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_plan_matches_tracts_own_lowering() {
+        for precision in [Precision::Fp32, Precision::Int8] {
+            let bytes = fixture_model(&FixtureOptions {
+                precision,
+                ..FixtureOptions::default()
+            });
+            let mut logits = Vec::new();
+            let mut kinds = Vec::new();
+            for direct_spatial_conv in [true, false] {
+                let options = PlanOptions {
+                    direct_spatial_conv,
+                };
+                let mut model = SegModel::from_bytes_with(&bytes, "fixture", options).unwrap();
+                kinds.push(
+                    model
+                        .plan()
+                        .model()
+                        .nodes
+                        .iter()
+                        .filter(|n| n.op().name() == "DirectSpatialConv")
+                        .count(),
+                );
+                let [_, _, h, w] = model.metadata().input_shape;
+                let mut out = vec![0f32; model.n_classes() * h * w];
+                // A varied input, so every tap of the 3×3 kernels matters.
+                let input: Vec<f32> = uniform_input(&model, 0.02, 0.9)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v + (i % 7) as f32 * 0.01)
+                    .collect();
+                model.run_slice(0, &input, &mut out).unwrap();
+                logits.push(out);
+            }
+            if matches!(precision, Precision::Fp32) && cfg!(target_arch = "x86_64") {
+                assert!(kinds[0] > 0 && kinds[1] == 0, "{kinds:?}");
+            }
+            let max_diff = logits[0]
+                .iter()
+                .zip(&logits[1])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(max_diff < 1e-4, "{precision:?}: max |Δlogit| {max_diff}");
         }
     }
 
