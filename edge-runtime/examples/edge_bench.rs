@@ -2,11 +2,14 @@
 //! asserted): peak RSS of a whole `segment` run for a 2-slice and a 22-slice phantom study
 //! (each in its own child process, `VmHWM` from `/proc/self/status`) and their ratio,
 //! per-slice and per-study latency with the fp32 and int8 fixture models and the threshold
-//! rule, and the size of the `strokeseg-edge` binary of the same build.
+//! rule, the shipped default model embedded in the binary (`default`, when the build has one),
+//! and the size of the `strokeseg-edge` binary of the same build.
 //!
 //! `cargo build --release -p strokeseg-edge --bins --examples && target/release/examples/edge_bench`
 //! (`--reps N` warm runs per child, default 5; `--runs N` children per configuration,
-//! default 3, the largest peak RSS is reported; `--keep DIR` keeps the studies and models).
+//! default 3, the largest peak RSS is reported; `--threads N` threads tract runs on, default
+//! the edge's default, the available cores; `--only default,fp32` only those rows; `--keep DIR`
+//! keeps the studies and models).
 //!
 //! Peak RSS is measured twice: with glibc's default malloc settings, and with
 //! `MALLOC_MMAP_THRESHOLD_=131072` as the systemd unit sets it. By default glibc raises its
@@ -25,6 +28,7 @@ use strokeseg_edge::model::SegModel;
 use strokeseg_edge::report::Method;
 use strokeseg_edge::segment::{SegmentOptions, segment_to_dir};
 use strokeseg_edge::segmenter::Segmenter;
+use strokeseg_edge::threads::{current_threads, resolve_threads, set_threads};
 use strokeseg_model::fixture::{FixtureOptions, Precision, fixture_model};
 use strokeseg_phantom::DatasetOptions;
 
@@ -33,18 +37,23 @@ fn peak_rss_kib() -> Result<u64> {
     strokeseg_edge::report::peak_rss_kib().context("no VmHWM in /proc/self/status")
 }
 
-/// Child: segments `case` `reps` times and prints one JSON line of figures.
+/// Child: segments `case` `reps` times and prints one JSON line of figures. `method` is
+/// `model` (the file `model`), `default` (the embedded model) or `threshold`.
 fn child(case: &Path, method: &str, model: Option<&Path>, out: &Path, reps: usize) -> Result<()> {
     let t = Instant::now();
-    let mut model = model
-        .map(SegModel::from_path)
-        .transpose()?
-        .map(Segmenter::from);
-    let load_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let method = if method == "model" {
-        Method::Model
+    let mut model = if method == "default" {
+        Some(Segmenter::from(SegModel::embedded()?))
     } else {
+        model
+            .map(SegModel::from_path)
+            .transpose()?
+            .map(Segmenter::from)
+    };
+    let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let method = if method == "threshold" {
         Method::Threshold
+    } else {
+        Method::Model
     };
     let mut totals = Vec::new();
     let mut per_slice = Vec::new();
@@ -97,6 +106,7 @@ fn run_child(
     out: &Path,
     reps: usize,
     fixed_threshold: bool,
+    threads: &str,
 ) -> Result<Figures> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
@@ -108,7 +118,8 @@ fn run_child(
     cmd.args(["--child", method])
         .arg(case)
         .arg(out)
-        .args(["--reps", &reps.to_string()]);
+        .args(["--reps", &reps.to_string()])
+        .args(["--threads", threads]);
     if let Some(m) = model {
         cmd.arg("--model").arg(m);
     }
@@ -151,6 +162,11 @@ fn main() -> Result<()> {
     let reps: usize = flag("--reps")
         .map_or(Ok(5), |v| v.parse())
         .context("--reps")?;
+    let threads: Option<usize> = flag("--threads")
+        .map(|v| v.parse())
+        .transpose()
+        .context("--threads")?;
+    set_threads(resolve_threads(threads, Path::new("--threads"))?);
     if args.first().map(String::as_str) == Some("--child") {
         let (Some(method), Some(case), Some(out)) = (args.get(1), args.get(2), args.get(3)) else {
             bail!("--child METHOD CASE OUT [--reps N] [--model FILE]");
@@ -184,6 +200,7 @@ fn main() -> Result<()> {
         models.push((name, Some(path)));
     }
     models.push(("threshold", None));
+    let with_default = strokeseg_edge::model::embedded_model().is_some();
 
     let exe = std::env::current_exe()?;
     // target/<profile>/examples/edge_bench → target/<profile>/strokeseg-edge
@@ -193,12 +210,14 @@ fn main() -> Result<()> {
         .map(|dir| dir.join("strokeseg-edge"))
         .unwrap_or_default();
     let size = std::fs::metadata(&edge).map(|m| m.len()).ok();
+    let threads_arg = current_threads().to_string();
     let runs: usize = flag("--runs")
         .map_or(Ok(3), |v| v.parse())
         .context("--runs")?;
     println!(
         "strokeseg-edge benchmark: phantom studies of 256×256 slices; latency = median of \
-         {reps} warm runs in one process; peak RSS = largest of {runs} processes"
+         {reps} warm runs in one process; peak RSS = largest of {runs} processes; tract on \
+         {threads_arg} thread(s)"
     );
     println!(
         "{:<10} {:>6} {:>16} {:>18} {:>10} {:>9} {:>8}",
@@ -210,12 +229,24 @@ fn main() -> Result<()> {
         "slice ms",
         "load ms"
     );
-    for (name, model) in &models {
-        let method = if model.is_some() {
-            "model"
-        } else {
-            "threshold"
-        };
+    let mut rows: Vec<(&str, Option<PathBuf>, &str)> = models
+        .iter()
+        .map(|(name, model)| {
+            let method = if model.is_some() {
+                "model"
+            } else {
+                "threshold"
+            };
+            (*name, model.clone(), method)
+        })
+        .collect();
+    if with_default {
+        rows.push(("default", None, "default"));
+    }
+    if let Some(only) = flag("--only") {
+        rows.retain(|(name, _, _)| only.split(',').any(|o| o == *name));
+    }
+    for (name, model, method) in &rows {
         let mut rss = Vec::new();
         for (n, case) in [(2, &small), (22, &large)] {
             let out = root.join(format!("out_{name}_{n}"));
@@ -223,7 +254,15 @@ fn main() -> Result<()> {
             let mut first = None;
             for (k, fixed) in [false, true].into_iter().enumerate() {
                 for _ in 0..runs.max(1) {
-                    let f = run_child(case, method, model.as_deref(), &out, reps, fixed)?;
+                    let f = run_child(
+                        case,
+                        method,
+                        model.as_deref(),
+                        &out,
+                        reps,
+                        fixed,
+                        &threads_arg,
+                    )?;
                     peak[k] = peak[k].max(f.peak_rss_kib);
                     if fixed && first.is_none() {
                         first = Some(f);

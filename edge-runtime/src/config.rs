@@ -16,6 +16,9 @@
 //! #                                        # a list of files is an ensemble
 //! # tta = "flip"                # test-time augmentation: "none" (default) or "flip"
 //! alert_threshold_ml = 70.0
+//! # threads = 2                 # threads tract runs the model on; default: the box's cores
+//! maps = "auto"                 # perfusion maps: "provided" (the study's), "computed" (from
+//!                               # its raw series CT_4DPWI) or "auto" (provided when present)
 //!
 //! [dicom]                       # `strokeseg-edge serve`: the box as a DICOM node
 //! ae_title = "STROKESEG"        # the called AE title the scanner sends to
@@ -25,6 +28,8 @@
 //! idle_seconds = 30             # a study is complete when nothing arrived for this long
 //! # spool = "/var/lib/strokeseg/spool"          # default: <watch root>/spool (same file system)
 //! # uid_root = "1.2.826.0.1.3680043.10.999"      # default: 2.25.<uuid>
+//! keep_sent_days = 30           # delivered results leave dicom-outbox/sent/ after this (0: never)
+//! keep_done_days = 30           # received studies leave done/ after this (0: never)
 //! [dicom.destination]           # the PACS the SEG, overlay and report go to
 //! ae_title = "PACS"
 //! host = "10.1.2.4"
@@ -45,6 +50,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::EdgeError;
+use crate::perfusion::MapsSource;
 use crate::segmenter::Tta;
 
 /// `model = "a.onnx"` or `model = ["a.onnx", "b.onnx"]`.
@@ -118,6 +124,12 @@ pub struct SegmentSection {
     pub tta: Tta,
     /// Lesion volume that raises the alert, mL.
     pub alert_threshold_ml: f64,
+    /// Threads tract runs the model on (1: single-threaded); absent: the box's available
+    /// cores (see [`crate::threads`]).
+    pub threads: Option<usize>,
+    /// Which perfusion maps are read: the study's, computed from its `CT_4DPWI`, or `auto`
+    /// (as `segment --maps`).
+    pub maps: MapsSource,
 }
 
 impl Default for SegmentSection {
@@ -127,6 +139,8 @@ impl Default for SegmentSection {
             model: Vec::new(),
             tta: Tta::None,
             alert_threshold_ml: DEFAULT_ALERT_THRESHOLD_ML,
+            threads: None,
+            maps: MapsSource::Auto,
         }
     }
 }
@@ -175,6 +189,13 @@ pub struct DicomSection {
     pub not_for_diagnostic_use: bool,
     /// Which series descriptions name which perfusion map (site overrides).
     pub recognizer: strokeseg_dicom::RecognizerConfig,
+    /// Delivered result jobs are removed from `dicom-outbox/sent/` this many days after
+    /// their delivery (checked at start and hourly); 0 keeps them forever.
+    pub keep_sent_days: u64,
+    /// Studies are removed from `done/` (the received instances and the NIfTI case folder
+    /// made from them; the results stay in `outbox/`) this many days after they were
+    /// processed; 0 keeps them forever.
+    pub keep_done_days: u64,
 }
 
 impl Default for DicomSection {
@@ -194,6 +215,8 @@ impl Default for DicomSection {
             uid_root: None,
             not_for_diagnostic_use: true,
             recognizer: strokeseg_dicom::RecognizerConfig::default(),
+            keep_sent_days: 30,
+            keep_done_days: 30,
         }
     }
 }
@@ -310,6 +333,32 @@ mod tests {
     }
 
     #[test]
+    fn maps_is_provided_computed_or_auto() {
+        assert_eq!(EdgeConfig::default().segment.maps, MapsSource::Auto);
+        for (text, maps) in [
+            ("provided", MapsSource::Provided),
+            ("computed", MapsSource::Computed),
+            ("auto", MapsSource::Auto),
+        ] {
+            let c: EdgeConfig = toml::from_str(&format!("[segment]\nmaps = \"{text}\"")).unwrap();
+            assert_eq!(c.segment.maps, maps);
+        }
+        assert!(toml::from_str::<EdgeConfig>("[segment]\nmaps = \"vendor\"").is_err());
+    }
+
+    #[test]
+    fn threads_is_a_count_or_absent() {
+        let c: EdgeConfig = toml::from_str("[segment]\nthreads = 2").unwrap();
+        assert_eq!(c.segment.threads, Some(2));
+        assert_eq!(EdgeConfig::default().segment.threads, None);
+        assert!(toml::from_str::<EdgeConfig>("[segment]\nthreads = -1").is_err());
+        assert!(toml::from_str::<EdgeConfig>("[segment]\nthreads = \"all\"").is_err());
+        let zero: EdgeConfig = toml::from_str("[segment]\nthreads = 0").unwrap();
+        let err = crate::threads::resolve_threads(zero.segment.threads, Path::new("edge.toml"));
+        assert!(matches!(err, Err(EdgeError::Settings { .. })));
+    }
+
+    #[test]
     fn the_dicom_table_parses_and_refuses_unknown_fields() {
         let text = r#"
             [watch]
@@ -320,6 +369,8 @@ mod tests {
             allowed_calling_ae_titles = ["CT_SCANNER"]
             allowed_peers = ["10.1.2.3"]
             idle_seconds = 30
+            keep_sent_days = 7
+            keep_done_days = 0
             [dicom.destination]
             ae_title = "PACS"
             host = "10.1.2.4"
@@ -331,6 +382,9 @@ mod tests {
         assert_eq!(c.dicom.allowed_calling_ae_titles, ["CT_SCANNER"]);
         assert_eq!(c.dicom.destination.as_ref().map(|d| d.port), Some(104));
         assert_eq!(c.dicom.recognizer.cbf, ["PERFUSION FLOW"]);
+        assert_eq!((c.dicom.keep_sent_days, c.dicom.keep_done_days), (7, 0));
+        let d = DicomSection::default();
+        assert_eq!((d.keep_sent_days, d.keep_done_days), (30, 30));
         assert!(toml::from_str::<EdgeConfig>("[dicom]\naetitle = \"X\"").is_err());
         assert!(
             toml::from_str::<EdgeConfig>(

@@ -14,11 +14,14 @@
 //! - [`report`], [`overlay`]: `report.json`, `overlay.png` and the AIF/VOF plot;
 //! - [`status`]: busy/done/alert/fault pins over `embedded_hal::digital::OutputPin`;
 //! - [`watch`], [`config`]: the inbox daemon and its config file;
+//! - [`threads`]: how many threads tract runs the model on;
+//! - [`bench`]: `bench`, a model's latency, FLOPs and kernels;
 //! - [`serve`]: the DICOM node (receive, segment through `watch`'s queue, send results);
 //! - [`evaluate`], [`demo`], [`inspect`]: the other commands;
 //! - [`fixture`]: small ONNX models made in code for tests and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -32,6 +35,7 @@ pub mod segment;
 pub mod segmenter;
 pub mod serve;
 pub mod status;
+pub mod threads;
 pub mod watch;
 
 pub use error::{EdgeError, ModelError};

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use strokeseg_edge::bench::{BenchOptions, run_bench};
 use strokeseg_edge::config::EdgeConfig;
 use strokeseg_edge::demo::run_demo;
 use strokeseg_edge::evaluate::evaluate;
@@ -25,6 +26,7 @@ use strokeseg_edge::segment::{
 };
 use strokeseg_edge::segmenter::{Segmenter, Tta};
 use strokeseg_edge::status::{PIN_LOG_TARGET, open_pins};
+use strokeseg_edge::threads::{resolve_threads, set_threads};
 use strokeseg_edge::watch::{Shutdown, WatchSettings, Watcher};
 use strokeseg_edge::{EdgeError, ModelError};
 use strokeseg_eval::CaseEvaluation;
@@ -100,6 +102,9 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Threads tract runs the model on [default: the config's, else the box's cores].
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Watch an inbox for studies and segment each one (the daemon).
     Watch {
@@ -130,6 +135,9 @@ enum Command {
         /// Process what is there, then exit.
         #[arg(long)]
         once: bool,
+        /// Threads tract runs the model on [default: the config's, else the box's cores].
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Generate a synthetic CTP study with a lesion into OUT/study, segment it into OUT and
     /// score it against the phantom's truth.
@@ -167,6 +175,34 @@ enum Command {
         /// The case folder with the OT ground truth.
         #[arg(long)]
         truth: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure a model here: per-slice latency percentiles on a prepared phantom slice,
+    /// FLOPs, GFLOP/s, the tract kernels selected, peak RSS.
+    Bench {
+        /// The ONNX file (default: the embedded model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Threads tract runs on [default: the box's cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed runs.
+        #[arg(long, default_value_t = 50)]
+        reps: usize,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Raw little-endian f32 [C, H, W] input instead of the phantom slice.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Write the input used (raw little-endian f32 [C, H, W]).
+        #[arg(long)]
+        dump_input: Option<PathBuf>,
+        /// Write the logits (raw little-endian f32 [K, H, W]).
+        #[arg(long)]
+        dump_output: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -229,6 +265,20 @@ fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets tract's threads: the flag, else the config's `threads`, else the box's cores.
+fn apply_threads(
+    flag: Option<usize>,
+    cfg: &EdgeConfig,
+    config: Option<&Path>,
+) -> Result<(), EdgeError> {
+    let source = match (flag, config) {
+        (Some(_), _) | (None, None) => Path::new("command line"),
+        (None, Some(path)) => path,
+    };
+    set_threads(resolve_threads(flag.or(cfg.segment.threads), source)?);
+    Ok(())
+}
+
 fn load_model(paths: &[PathBuf], tta: Tta) -> Result<(Segmenter, f64), EdgeError> {
     let t = Instant::now();
     let model = Segmenter::load(paths, tta)?;
@@ -258,11 +308,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             alert_threshold_ml,
             config,
             json: as_json,
+            threads,
         } => {
             let cfg = match &config {
                 Some(path) => EdgeConfig::load(path)?,
                 None => EdgeConfig::default(),
             };
+            apply_threads(threads, &cfg, config.as_deref())?;
             let alert_threshold_ml = alert_threshold_ml.unwrap_or(if config.is_some() {
                 cfg.segment.alert_threshold_ml
             } else {
@@ -308,6 +360,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             poll_ms,
             alert_threshold_ml,
             once,
+            threads,
         } => {
             let source = config
                 .clone()
@@ -337,10 +390,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             if let Some(a) = alert_threshold_ml {
                 cfg.segment.alert_threshold_ml = a;
             }
+            apply_threads(threads, &cfg, config.as_deref())?;
             let dirs = cfg.watch.dirs(&source)?;
             let shutdown = Shutdown::install()?;
             let mut options = SegmentOptions {
                 alert_threshold_ml: cfg.segment.alert_threshold_ml,
+                maps: cfg.segment.maps,
                 ..SegmentOptions::default()
             };
             let mut status = open_pins(&cfg.pins)?;
@@ -378,7 +433,35 @@ fn run(command: Command) -> anyhow::Result<()> {
             let mut watcher = Watcher::new(settings, model, status, shutdown)?;
             watcher.run()?;
         }
-        Command::Serve { config } => strokeseg_edge::serve::serve_with_config(&config)?,
+        Command::Serve { config } => {
+            apply_threads(None, &EdgeConfig::load(&config)?, Some(&config))?;
+            strokeseg_edge::serve::serve_with_config(&config)?
+        }
+        Command::Bench {
+            model,
+            threads,
+            reps,
+            warmup,
+            input,
+            dump_input,
+            dump_output,
+            json: as_json,
+        } => {
+            apply_threads(threads, &EdgeConfig::default(), None)?;
+            let report = run_bench(&BenchOptions {
+                model,
+                reps,
+                warmup,
+                input,
+                dump_input,
+                dump_output,
+            })?;
+            if as_json {
+                json(&report)?;
+            } else {
+                println!("{report}");
+            }
+        }
         Command::Demo {
             out,
             seed,

@@ -162,6 +162,13 @@ pub struct Timings {
     /// absent where the OS does not say. For a daemon it covers every study so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_kib: Option<u64>,
+    /// Threads tract ran the model on (`threads` setting; 1: single-threaded).
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+fn one_thread() -> usize {
+    1
 }
 
 /// Peak resident set size of this process so far, KiB (`VmHWM` of `/proc/self/status`);

@@ -377,6 +377,7 @@ pub fn segment_study_observed(
     timings.total_ms = elapsed_ms(t_total);
     timings.inference_per_slice_ms = timings.inference_ms / n_slices.max(1) as f64;
     timings.peak_rss_kib = crate::report::peak_rss_kib();
+    timings.threads = crate::threads::current_threads();
     let case = case_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -270,7 +270,7 @@ const ONNX_PACKAGES: &[&str] = &["onnx>=1.16", "onnxruntime>=1.18"];
 
 /// The venv's python with onnx and onnxruntime importable, installing them on first use;
 /// `None` (with the reason printed) when python, venv or pip can't provide them.
-fn onnx_python(root: &Path) -> Option<std::path::PathBuf> {
+pub(crate) fn onnx_python(root: &Path) -> Option<std::path::PathBuf> {
     process::python_venv(
         root,
         ONNX_VENV,

@@ -11,10 +11,12 @@
 //! cargo xtask gpu-bundle         CUDA strokeseg-train + gpu-check.sh for a GPU machine without Rust
 //! cargo xtask default-model      retrain, export and evaluate the shipped model in models/default
 //! cargo xtask evaluate-model     a model and the threshold rule on the phantom families (out of family too)
+//! cargo xtask bench-model        tract vs onnxruntime per-slice latency on the same models and threads
 //! ```
 //!
 //! The alias lives in `.cargo/config.toml`; `.ci/run` and the README call `cargo xtask ci`.
 
+mod bench_model;
 mod ci;
 mod cross;
 mod default_model;
@@ -59,6 +61,10 @@ tasks:
                      families, the out-of-family one first: Dice, lesion-case Dice, volume
                      correlation, int8-vs-fp32 agreement [--model FILE] [--int8 FILE] [--work DIR]
                      [--out DIR]
+  bench-model        tract (`strokeseg-edge bench`) and onnxruntime (tests/scripts/bench_ort.py)
+                     on the same models, input and threads, and their ratio
+                     [--model FILE]... [--threads N]... [--reps N] (default: models/default
+                     fp32 + int8, 1 and 2 threads)
   help               this text
 
 environment:
@@ -83,6 +89,7 @@ fn main() -> Result<()> {
         Some((task, rest)) if task == "gpu-bundle" => gpu::run(&root, rest),
         Some((task, rest)) if task == "default-model" => default_model::run(&root, rest),
         Some((task, rest)) if task == "evaluate-model" => model_eval::run(&root, rest),
+        Some((task, rest)) if task == "bench-model" => bench_model::run(&root, rest),
         Some((task, _)) if matches!(task.as_str(), "help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
