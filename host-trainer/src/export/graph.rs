@@ -9,8 +9,11 @@
 //!
 //! # int8 form (QOperator, see ARCHITECTURE.md "Model export")
 //!
-//! Activations are per-tensor asymmetric u8, weights per-output-channel symmetric i8,
-//! biases i32 at scale `x_scale · w_scale[c]`. Every 3×3 and 1×1 convolution of the blocks
+//! Activations are per-tensor asymmetric u8, weights per-tensor symmetric i8 (one scale
+//! per convolution, zero point 0), biases i32 at scale `x_scale · w_scale`. One weight scale
+//! is what lets tract fuse the requantisation (scale, zero point, clamp, cast) into its
+//! int8 matrix kernel; per-channel scales ran as four separate passes over the i32 results
+//! (half of the int8 plan's time) at the same mask agreement (BENCHMARKS.md). Every 3×3 and 1×1 convolution of the blocks
 //! is a `QLinearConv` (tract runs its integer kernels for it); the first ReLU is fused by
 //! quantising the conv output with zero point 0 (saturation at 0 is the ReLU), the block's
 //! residual add runs in f32 between `DequantizeLinear` and `QuantizeLinear` (zero point 0
@@ -264,30 +267,31 @@ impl QParams {
     }
 }
 
-/// Per-output-channel symmetric i8 weights and the i32 bias at `x_scale · w_scale[c]`.
+/// Per-tensor symmetric i8 weights (one scale for the whole convolution) and the i32 bias
+/// at `x_scale · w_scale`.
 struct QuantConv {
     weight: Vec<i8>,
-    w_scale: Vec<f32>,
+    w_scale: f32,
     bias: Vec<i32>,
 }
 
 fn quantize_conv(conv: &Conv, x_scale: f32) -> QuantConv {
-    let per_out = (conv.in_channels * conv.kernel * conv.kernel) as usize;
-    let mut weight = Vec::with_capacity(conv.weight.len());
-    let mut w_scale = Vec::with_capacity(conv.bias.len());
-    let mut bias = Vec::with_capacity(conv.bias.len());
-    for (w_oc, &b) in conv.weight.chunks_exact(per_out).zip(&conv.bias) {
-        let max_abs = w_oc.iter().fold(0f32, |m, w| m.max(w.abs()));
-        let scale = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
-        weight.extend(
-            w_oc.iter()
-                .map(|w| (w / scale).round().clamp(-127.0, 127.0) as i8),
-        );
-        w_scale.push(scale);
-        let bias_scale = f64::from(x_scale) * f64::from(scale);
-        let q = (f64::from(b) / bias_scale).round();
-        bias.push(q.clamp(f64::from(i32::MIN + 1), f64::from(i32::MAX)) as i32);
-    }
+    let max_abs = conv.weight.iter().fold(0f32, |m, w| m.max(w.abs()));
+    let w_scale = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
+    let weight = conv
+        .weight
+        .iter()
+        .map(|w| (w / w_scale).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    let bias_scale = f64::from(x_scale) * f64::from(w_scale);
+    let bias = conv
+        .bias
+        .iter()
+        .map(|&b| {
+            let q = (f64::from(b) / bias_scale).round();
+            q.clamp(f64::from(i32::MIN + 1), f64::from(i32::MAX)) as i32
+        })
+        .collect();
     QuantConv {
         weight,
         w_scale,
@@ -367,13 +371,10 @@ impl<'a> Int8Emitter<'a> {
             &conv_weight_dims(conv),
             &qc.weight,
         );
-        let ws = g.f32s(
-            &format!("{name}/weight_scale"),
-            &[conv.out_channels],
-            &qc.w_scale,
-        );
-        // One zero point for all channels (symmetric weights): tract then drops the
-        // weight-zero-point compensation instead of computing activation sums for it.
+        let ws = g.f32s(&format!("{name}/weight_scale"), &[], &[qc.w_scale]);
+        // One scalar zero point (symmetric weights): tract then drops the weight-zero-point
+        // compensation instead of computing activation sums for it; one scalar scale: tract
+        // fuses the requantisation into the matrix kernel.
         let wz = g.i8s(&format!("{name}/weight_zero_point"), &[], &[0]);
         let (ys, yz) = Self::qparam_inits(g, name, y);
         let b = g.i32s(&format!("{name}/bias_q"), &[conv.out_channels], &qc.bias);
@@ -498,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn weights_quantise_per_channel_symmetric() {
+    fn weights_quantise_per_tensor_symmetric() {
         let conv = Conv {
             in_channels: 1,
             out_channels: 2,
@@ -507,9 +508,11 @@ mod tests {
             bias: vec![0.25, 1.0],
         };
         let q = quantize_conv(&conv, 0.01);
-        assert_eq!(q.weight, vec![127, -127]);
-        assert!((q.w_scale[0] - 0.5 / 127.0).abs() < 1e-9);
-        let bias0 = q.bias[0] as f32 * 0.01 * q.w_scale[0];
-        assert!((bias0 - 0.25).abs() < 1e-4, "{bias0}");
+        assert!((q.w_scale - 2.0 / 127.0).abs() < 1e-9);
+        assert_eq!(q.weight, vec![32, -127]);
+        for (qb, b) in q.bias.iter().zip(&conv.bias) {
+            let back = *qb as f32 * 0.01 * q.w_scale;
+            assert!((back - b).abs() < 1e-4, "{back} vs {b}");
+        }
     }
 }
