@@ -27,6 +27,11 @@
 //! naming the series and the reason. A folder dropped into `inbox/` without DICOM files is
 //! segmented as a NIfTI case folder, as `watch` does.
 //!
+//! Retention: delivered jobs leave `dicom-outbox/sent/` after `[dicom] keep_sent_days` and
+//! studies leave `done/` after `keep_done_days` (30 each by default, 0 keeps forever),
+//! checked at start and hourly ([`Retention`], `strokeseg_dicom::retention`); `failed/`
+//! and the results in `outbox/` are never removed.
+//!
 //! Memory per study: the `watch` pipeline's slices, the study's instance headers, the
 //! lesion mask (one byte a voxel, for the Segmentation object) and one RGB slice.
 
@@ -93,6 +98,53 @@ pub struct ServeSettings {
     pub recognizer: RecognizerConfig,
     /// How often the spool and the DICOM outbox are looked at.
     pub poll_interval: Duration,
+    /// What is kept how long (`done/`, `dicom-outbox/sent/`).
+    pub retention: Retention,
+}
+
+/// How long `serve` keeps what only grows: checked at start and every `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Delivered jobs in `dicom-outbox/sent/` (none: forever).
+    pub sent: Option<Duration>,
+    /// Studies in `done/` (none: forever).
+    pub done: Option<Duration>,
+    /// Time between passes.
+    pub interval: Duration,
+}
+
+/// Time between retention passes.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+impl Retention {
+    /// Removes the delivered jobs and the done studies older than kept, logging each;
+    /// returns how many entries went.
+    pub fn prune(&self, outbox: &Outbox, done: &Path, now: SystemTime) -> Result<usize, EdgeError> {
+        let mut n = 0;
+        if let Some(keep) = self.sent {
+            for job in outbox.prune_sent(keep, now).map_err(EdgeError::dicom)? {
+                tracing::info!(
+                    job,
+                    keep_days = keep.as_secs() / 86_400,
+                    "delivered job removed from the DICOM outbox (keep_sent_days)"
+                );
+                n += 1;
+            }
+        }
+        if let Some(keep) = self.done {
+            for study in strokeseg_dicom::retention::prune_older_than(done, keep, now, None)
+                .map_err(EdgeError::dicom)?
+            {
+                tracing::info!(
+                    study,
+                    keep_days = keep.as_secs() / 86_400,
+                    "study removed from done/ (keep_done_days)"
+                );
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 fn settings_error(source: &Path, e: impl std::fmt::Display) -> EdgeError {
@@ -165,6 +217,7 @@ impl ServeSettings {
                 method: config.segment.method,
                 options: SegmentOptions {
                     alert_threshold_ml: config.segment.alert_threshold_ml,
+                    maps: config.segment.maps,
                     ..SegmentOptions::default()
                 },
                 once: false,
@@ -180,6 +233,11 @@ impl ServeSettings {
             not_for_diagnostic_use: d.not_for_diagnostic_use,
             recognizer: d.recognizer.clone(),
             poll_interval: poll_interval.min(Duration::from_millis(250)),
+            retention: Retention {
+                sent: strokeseg_dicom::retention::days(d.keep_sent_days),
+                done: strokeseg_dicom::retention::days(d.keep_done_days),
+                interval: RETENTION_INTERVAL,
+            },
         })
     }
 }
@@ -591,13 +649,21 @@ impl Server {
             let (stop, dirs) = (stop.clone(), settings.watch.dirs.clone());
             let (marker, poll) = (settings.watch.ready_marker.clone(), settings.poll_interval);
             let idle = Duration::from_secs(settings.scp.idle_seconds);
+            let (retention, outbox) = (settings.retention, outbox.clone());
             threads.push(std::thread::spawn(move || {
+                let mut next_prune = std::time::Instant::now();
                 while !stop.load(Ordering::SeqCst) {
                     if let Err(e) = spool.take_complete(idle, SystemTime::now()) {
                         tracing::error!(error = %e, "spool: cannot complete studies");
                     }
                     if let Err(e) = hand_off_complete(&spool, &dirs, &marker) {
                         tracing::error!(error = %e, "spool: cannot hand studies to the queue");
+                    }
+                    if std::time::Instant::now() >= next_prune {
+                        if let Err(e) = retention.prune(&outbox, &dirs.done, SystemTime::now()) {
+                            tracing::error!(error = %e, "retention: cannot remove old entries");
+                        }
+                        next_prune = std::time::Instant::now() + retention.interval;
                     }
                     std::thread::sleep(poll);
                 }
