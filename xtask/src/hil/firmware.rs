@@ -211,23 +211,31 @@ impl Sink for Recorder {
 /// unchanged, so cargo does not rebuild the firmware.
 fn write_golden(path: &Path) -> Result<usize> {
     let study = fixture::study(FIXTURE_SEED);
+    let dynamic = fixture::dynamic_series(FIXTURE_SEED);
+    let golden = host_results(&study, &dynamic)?;
+    let text = golden_source(&study, &dynamic, &golden);
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(golden.len())
+}
+
+/// The workload's results on the host, in the order it emits them.
+fn host_results(study: &fixture::Study, dynamic: &[f32]) -> Result<Vec<Golden>> {
     let mut recorder = Recorder::default();
     pipeline::run(
         &Fixture {
             voxels: &study.voxels,
             truth: &study.truth,
+            dynamic,
         },
         &mut recorder,
     )
     .map_err(|e| anyhow::anyhow!("the HIL workload failed on the host: {e:?}"))?;
-    let text = golden_source(&study, &recorder.golden);
-    if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
-        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(recorder.golden.len())
+    Ok(recorder.golden)
 }
 
-fn golden_source(study: &fixture::Study, golden: &[Golden]) -> String {
+fn golden_source(study: &fixture::Study, dynamic: &[f32], golden: &[Golden]) -> String {
     let mut s = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(
@@ -251,6 +259,15 @@ fn golden_source(study: &fixture::Study, golden: &[Golden]) -> String {
             s.push_str("\n    ");
         }
         let _ = write!(s, "{t},");
+    }
+    s.push_str("\n];\n\n");
+    let _ = writeln!(s, "/// The dynamic perfusion slice, `[frame][y][x]`, HU.");
+    let _ = write!(s, "pub static DYNAMIC: [f32; {}] = [", dynamic.len());
+    for (i, v) in dynamic.iter().enumerate() {
+        if i % 12 == 0 {
+            s.push_str("\n    ");
+        }
+        let _ = write!(s, "{},", f32_literal(*v));
     }
     s.push_str("\n];\n\n");
     let _ = writeln!(
@@ -468,8 +485,78 @@ mod tests {
         assert_eq!(write_golden(&path)?, n);
         assert_eq!(std::fs::read_to_string(&path)?, first);
         assert!(first.contains("\"model.dice\"") && first.contains("\"threshold.dice\""));
+        assert!(first.contains("\"perfusion.cbf\"") && first.contains("pub static DYNAMIC"));
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
+    }
+
+    /// The perfusion workload's maps on the host read like the fixture's truth: the core
+    /// has lower CBF than white matter, white lower than grey, and the core a later Tmax.
+    #[test]
+    fn perfusion_workload_maps_follow_the_fixture() -> Result<()> {
+        use strokeseg_hil_pipeline::{DYN_NX, DYN_NY};
+        let study = fixture::study(FIXTURE_SEED);
+        let dynamic = fixture::dynamic_series(FIXTURE_SEED);
+        let golden = host_results(&study, &dynamic)?;
+        let value = |name: &str, v: usize| {
+            golden.iter().find_map(|g| match g.expected {
+                Expected::Float(x) if g.name == name && g.index == v as u32 => Some(x),
+                _ => None,
+            })
+        };
+        let aif = golden
+            .iter()
+            .find(|g| g.name == "perfusion.aif_voxel")
+            .map(|g| g.expected);
+        assert_eq!(
+            aif,
+            Some(Expected::Int((1 + DYN_NX) as u64)),
+            "the artery is the AIF"
+        );
+        // Mean of a map over the tissue voxels whose true CBF is `cbf`.
+        let mean = |cbf: f64, name: &str| {
+            let values: Vec<f64> = (0..DYN_NX * DYN_NY)
+                .filter(|&v| {
+                    matches!(
+                        fixture::dynamic_voxel(v % DYN_NX, v / DYN_NX),
+                        fixture::DynamicVoxel::Tissue { cbf_ml_100g_min, .. } if cbf_ml_100g_min == cbf
+                    )
+                })
+                .filter_map(|v| value(name, v))
+                .collect();
+            assert!(
+                !values.is_empty(),
+                "no tissue voxel of CBF {cbf} in the maps"
+            );
+            values.iter().sum::<f64>() / values.len() as f64
+        };
+        let (grey, white, core) = (
+            mean(55.0, "perfusion.cbf"),
+            mean(25.0, "perfusion.cbf"),
+            mean(10.0, "perfusion.cbf"),
+        );
+        println!("host maps: CBF grey {grey:.1}, white {white:.1}, core {core:.1}");
+        // Directions only (fidelity is `perfusion_fidelity`'s job, on phantom studies).
+        assert!(
+            grey > white && white > core,
+            "CBF grey {grey}, white {white}, core {core}"
+        );
+        let (grey_tmax, core_tmax) = (mean(55.0, "perfusion.tmax"), mean(10.0, "perfusion.tmax"));
+        println!("host maps: Tmax grey {grey_tmax:.2} s, core {core_tmax:.2} s");
+        assert!(
+            core_tmax > grey_tmax,
+            "Tmax core {core_tmax} s, grey {grey_tmax} s"
+        );
+        Ok(())
+    }
+
+    /// The three values the no-alloc workload repeats from the `alloc` module `maps`.
+    #[test]
+    fn perfusion_constants_are_the_cores() {
+        use strokeseg_shared::perfusion::maps;
+        assert_eq!(pipeline::HEAD_MIN_HU, maps::HEAD_MIN_HU);
+        assert_eq!(pipeline::BASELINE_SIGMA_PX, maps::BASELINE_SIGMA_PX);
+        assert_eq!(pipeline::MIN_VESSEL_PEAK_HU, maps::MIN_VESSEL_PEAK_HU);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Cortex-M4F hardware-in-the-loop firmware: runs `strokeseg-shared` (preprocessing,
-//! postprocessing, threshold rule, metrics) on a fixed study embedded in flash, compares every
+//! postprocessing, threshold rule, metrics, and the perfusion maps of a small dynamic
+//! series) on a fixed study embedded in flash, compares every
 //! result with the golden values the host computed with the same code, reports its stack
 //! high-water mark, and exits QEMU through semihosting: status 0 when everything matched, 1
 //! otherwise.
@@ -190,12 +191,18 @@ fn log_error(err: &PipelineError) {
         PipelineError::Core(e) => defmt::error!("workload stopped: {}", e),
         PipelineError::Postprocess(e) => defmt::error!("workload stopped: {}", e),
         PipelineError::Metrics(e) => defmt::error!("workload stopped: {}", e),
-        PipelineError::FixtureSize { voxels, truth } => defmt::error!(
-            "fixture has {=usize} voxels and {=usize} truth voxels, expected {=usize} and {=usize}",
+        PipelineError::FixtureSize {
             voxels,
             truth,
+            dynamic,
+        } => defmt::error!(
+            "fixture has {=usize} voxels, {=usize} truth voxels and {=usize} dynamic values, expected {=usize}, {=usize} and {=usize}",
+            voxels,
+            truth,
+            dynamic,
             pipeline::VOXELS_LEN,
-            pipeline::TRUTH_LEN
+            pipeline::TRUTH_LEN,
+            pipeline::DYN_LEN
         ),
     }
 }
@@ -213,6 +220,7 @@ fn main() -> ! {
     let fixture = Fixture {
         voxels: &golden::VOXELS,
         truth: &golden::TRUTH,
+        dynamic: &golden::DYNAMIC,
     };
     let mut checker = Checker::new(golden::GOLDEN);
     let mut ok = match pipeline::run(&fixture, &mut checker) {

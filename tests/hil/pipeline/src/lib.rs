@@ -1,5 +1,6 @@
 //! The HIL workload: `strokeseg-shared`'s two segmentation paths (model and threshold rule)
-//! over a small fixed study, emitting every intermediate result as a named check.
+//! over a small fixed study, and its perfusion core (maps from a small dynamic series,
+//! [`perfusion`]), emitting every intermediate result as a named check.
 //!
 //! This one crate runs twice: in the Cortex-M4F firmware (`tests/hil/firmware`) and in
 //! `cargo xtask hil` on the host. The host run records the checks as golden values
@@ -11,9 +12,18 @@
 //! The study: [`N_SLICES`] slices of [`NX`]×[`NY`] pixels with the five channels of the
 //! default `PreprocessConfig` (CBF, CBV, MTT, Tmax, CT), stored `[slice][channel][y][x]`, and
 //! a ground-truth mask `[slice][y][x]`. The model is a fixed stand-in ([`stand_in_logits`]),
-//! not a network: the firmware checks the shared code around the model, not tract.
+//! not a network: the firmware checks the shared code around the model, not tract. The
+//! dynamic series: [`DYN_FRAMES`] frames of one [`DYN_NX`]×[`DYN_NY`] slice, `[frame][y][x]`
+//! in HU.
 
 #![no_std]
+
+pub mod perfusion;
+
+pub use perfusion::{
+    BASELINE_SIGMA_PX, DYN_FRAME_INTERVAL_S, DYN_FRAMES, DYN_LEN, DYN_NX, DYN_NY, DYN_SLICE_LEN,
+    HEAD_MIN_HU, MIN_VESSEL_PEAK_HU,
+};
 
 use strokeseg_shared::brain_mask::compute_brain_mask;
 use strokeseg_shared::config::BrainMaskConfig;
@@ -68,6 +78,8 @@ pub struct Fixture<'a> {
     pub voxels: &'a [f32],
     /// Ground-truth lesion mask, `[slice][y][x]`, [`TRUTH_LEN`] long.
     pub truth: &'a [u8],
+    /// The dynamic perfusion series, `[frame][y][x]`, HU, [`DYN_LEN`] long.
+    pub dynamic: &'a [f32],
 }
 
 /// One expected result, as recorded on the host.
@@ -122,12 +134,15 @@ pub enum PipelineError {
     Postprocess(PostprocessError),
     /// A metric could not be computed.
     Metrics(MetricsError),
-    /// The fixture does not have the lengths of [`VOXELS_LEN`] / [`TRUTH_LEN`].
+    /// The fixture does not have the lengths of [`VOXELS_LEN`] / [`TRUTH_LEN`] /
+    /// [`DYN_LEN`].
     FixtureSize {
         /// Voxels given.
         voxels: usize,
         /// Truth voxels given.
         truth: usize,
+        /// Dynamic series values given.
+        dynamic: usize,
     },
 }
 
@@ -305,12 +320,13 @@ impl Prefix {
     }
 }
 
-/// Runs both paths over the fixture, emitting every result into `sink` in a fixed order.
+/// Runs both paths and the perfusion workload over the fixture, emitting every result into `sink` in a fixed order.
 pub fn run(fx: &Fixture<'_>, sink: &mut impl Sink) -> Result<(), PipelineError> {
-    if fx.voxels.len() != VOXELS_LEN || fx.truth.len() != TRUTH_LEN {
+    if fx.voxels.len() != VOXELS_LEN || fx.truth.len() != TRUTH_LEN || fx.dynamic.len() != DYN_LEN {
         return Err(PipelineError::FixtureSize {
             voxels: fx.voxels.len(),
             truth: fx.truth.len(),
+            dynamic: fx.dynamic.len(),
         });
     }
     let config = model_config();
@@ -320,6 +336,7 @@ pub fn run(fx: &Fixture<'_>, sink: &mut impl Sink) -> Result<(), PipelineError> 
     let rule = CoreRule::default();
     let reference = threshold_pass1(fx, &rule, sink)?;
     threshold_pass2(fx, &rule, &reference, sink)?;
+    perfusion::run_perfusion(fx.dynamic, sink)?;
     Ok(())
 }
 
