@@ -2,8 +2,9 @@
 //! asserted): peak RSS of a whole `segment` run for a 2-slice and a 22-slice phantom study
 //! (each in its own child process, `VmHWM` from `/proc/self/status`) and their ratio,
 //! per-slice and per-study latency with the fp32 and int8 fixture models and the threshold
-//! rule, the shipped default model embedded in the binary (`default`, when the build has one),
-//! and the size of the `strokeseg-edge` binary of the same build.
+//! rule, the shipped default model embedded in the binary (`default`, when the build has one;
+//! `binary`: the `strokeseg-edge segment` process itself, one study per run, as a user runs
+//! it), and the size of the `strokeseg-edge` binary of the same build.
 //!
 //! `cargo build --release -p strokeseg-edge --bins --examples && target/release/examples/edge_bench`
 //! (`--reps N` warm runs per child, default 5; `--runs N` children per configuration,
@@ -108,6 +109,9 @@ fn run_child(
     fixed_threshold: bool,
     threads: &str,
 ) -> Result<Figures> {
+    if method == "binary" {
+        return run_binary(case, out, fixed_threshold, threads);
+    }
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     if fixed_threshold {
@@ -133,6 +137,51 @@ fn run_child(
         study_ms: v["study_ms"].as_f64().unwrap_or(f64::NAN),
         per_slice_ms: v["per_slice_ms"].as_f64().unwrap_or(f64::NAN),
         load_model_ms: v["load_model_ms"].as_f64().unwrap_or(f64::NAN),
+        n_slices: v["n_slices"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The `strokeseg-edge` binary of this build: target/<profile>/examples/edge_bench →
+/// target/<profile>/strokeseg-edge.
+fn edge_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("strokeseg-edge"))
+        .unwrap_or_default())
+}
+
+/// `strokeseg-edge segment CASE --out OUT --json` with the embedded model, one study per
+/// process as a user runs it: the figures from its report (`timings.peak_rss_kib` is the
+/// process's `VmHWM`).
+fn run_binary(case: &Path, out: &Path, fixed_threshold: bool, threads: &str) -> Result<Figures> {
+    let mut cmd = Command::new(edge_binary()?);
+    if fixed_threshold {
+        cmd.env(MMAP_THRESHOLD_ENV.0, MMAP_THRESHOLD_ENV.1);
+    } else {
+        cmd.env_remove(MMAP_THRESHOLD_ENV.0);
+    }
+    let o = cmd
+        .arg("segment")
+        .arg(case)
+        .arg("--out")
+        .arg(out)
+        .args(["--json", "--threads", threads])
+        .output()?;
+    if !o.status.success() {
+        bail!(
+            "strokeseg-edge segment failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let t = &v["timings"];
+    Ok(Figures {
+        peak_rss_kib: t["peak_rss_kib"].as_u64().unwrap_or(0),
+        study_ms: t["total_ms"].as_f64().unwrap_or(f64::NAN),
+        per_slice_ms: t["inference_per_slice_ms"].as_f64().unwrap_or(f64::NAN),
+        load_model_ms: t["load_model_ms"].as_f64().unwrap_or(f64::NAN),
         n_slices: v["n_slices"].as_u64().unwrap_or(0),
     })
 }
@@ -242,6 +291,8 @@ fn main() -> Result<()> {
         .collect();
     if with_default {
         rows.push(("default", None, "default"));
+        // The shipped binary end to end (its startup malloc setting included).
+        rows.push(("binary", None, "binary"));
     }
     if let Some(only) = flag("--only") {
         rows.retain(|(name, _, _)| only.split(',').any(|o| o == *name));

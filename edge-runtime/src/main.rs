@@ -218,7 +218,31 @@ enum Command {
     },
 }
 
+/// glibc's mmap threshold, fixed at startup: every allocation of 128 KiB or more (tract's
+/// per-run values and convolution scratch, a few MiB per slice) gets its own mapping,
+/// returned to the system when freed. By default glibc raises the threshold after the first
+/// such free, so later per-slice buffers come from the heap and fragment it: peak RSS of a
+/// 22-slice study then grows by several MiB over a 2-slice one, and lies above 60 MiB for the
+/// shipped model (BENCHMARKS.md, issue 14). Fixing it here is what the systemd unit's
+/// `MALLOC_MMAP_THRESHOLD_=131072` did, for every way the binary is started; a value in the
+/// environment still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn fix_malloc_mmap_threshold() {
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_malloc_mmap_threshold() {}
+
 fn main() -> ExitCode {
+    fix_malloc_mmap_threshold();
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Watch { .. } | Command::Serve { .. } => "info",
