@@ -70,7 +70,10 @@ fn bench_reports_latency_flops_and_kernels_of_the_fixture_models() {
         ]);
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("GFLOP per slice"), "{}", text(&o));
-        assert_eq!(std::fs::read(&logits).unwrap(), std::fs::read(&again).unwrap());
+        assert_eq!(
+            std::fs::read(&logits).unwrap(),
+            std::fs::read(&again).unwrap()
+        );
     }
 }
 
@@ -84,7 +87,13 @@ fn bench_refuses_a_broken_model_and_bad_arguments() {
     assert!(text(&o).contains("broken.onnx"), "{}", text(&o));
 
     let model = fp32_model(dir.path());
-    let o = edge(&["bench", "--model", model.to_str().unwrap(), "--threads", "0"]);
+    let o = edge(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--threads",
+        "0",
+    ]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(text(&o).contains("threads"), "{}", text(&o));
 

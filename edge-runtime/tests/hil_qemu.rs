@@ -16,6 +16,10 @@
 //! - the status pins (qemu-user has no GPIO chip, so the `log` pin backend): the logged pin
 //!   levels of `segment` runs (success, alert, a bad study, a model that cannot be loaded)
 //!   and of the daemon are the documented sequences, identical to the host's.
+//! - `serve` as a DICOM node over loopback: a host-side dcmtk `storescu` pushes a 2-slice
+//!   phantom study to the emulated node, a host-side dcmtk `storescp` is the PACS; the
+//!   results pass `dciodvfy`, the SEG equals the board's mask, which equals the host's
+//!   (needs dcmtk and dicom3tools, which `cargo xtask hil` installs).
 //!
 //! Run by `cargo xtask hil`, which builds the binary and sets:
 //! - `STROKESEG_HIL_EDGE_AARCH64`: the aarch64 `strokeseg-edge` (`cargo xtask cross`);
@@ -698,4 +702,354 @@ fn board_watch_daemon_processes_studies_end_to_end() {
         "watch: 1 study published, 1 failed, board {:.1} s, peak RSS {} KiB",
         run.seconds, run.peak_rss_kib
     );
+}
+
+/// A process killed (SIGKILL) and reaped on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+fn wait_listening(port: u16, what: &str, timeout: std::time::Duration) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Peak resident set size of process `pid` so far (`VmHWM`), KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `strokeseg-edge serve` on the board as a DICOM node over loopback: a host-side dcmtk
+/// `storescu` pushes a 2-slice phantom study (CT + four maps, written by strokeseg-dicom)
+/// to the emulated node, a host-side dcmtk `storescp` plays the PACS; the Segmentation,
+/// the overlay series and the report arrive, pass dicom3tools' `dciodvfy`, the SEG's
+/// frames equal the board's NIfTI mask, and that mask equals the host's `segment` of the
+/// case folder the board made from the instances. The node runs under the same
+/// address-space limit as every emulated run; its peak RSS (QEMU included) and the
+/// turnaround (last instance acknowledged → all results at the PACS, `idle_seconds = 1`)
+/// go into the figures.
+#[test]
+fn board_serves_dicom_from_a_host_storescu_to_a_host_pacs() {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use dicom_dictionary_std::tags;
+    use strokeseg_dicom::derived::{SEGMENTATION_SOP_CLASS_UID, unpack_bits};
+    use strokeseg_dicom::scu::file_sop_uids;
+    use strokeseg_dicom::testing::{free_port, tool};
+    use strokeseg_dicom::write::{
+        PhantomSeriesOptions, phantom_dataset_options, write_phantom_study,
+    };
+
+    let Some(board) = Board::from_env() else {
+        return;
+    };
+    let test = "board_serves_dicom_from_a_host_storescu_to_a_host_pacs";
+    let (Some(storescu), Some(storescp), Some(dciodvfy)) = (
+        tool("storescu", test),
+        tool("storescp", test),
+        tool("dciodvfy", test),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let case = strokeseg_phantom::generate_case(13, 0, &phantom_dataset_options(2)).unwrap();
+    let written = write_phantom_study(
+        &case,
+        &dir.path().join("scanner"),
+        &PhantomSeriesOptions {
+            study_key: "hil-serve".into(),
+            ..PhantomSeriesOptions::default()
+        },
+    )
+    .unwrap();
+    let files: Vec<PathBuf> = written.files().cloned().collect();
+
+    // The PACS on the host.
+    let pacs_dir = dir.path().join("pacs");
+    std::fs::create_dir_all(&pacs_dir).unwrap();
+    let pacs_port = free_port();
+    let _pacs = KillOnDrop(
+        Command::new(&storescp)
+            .env("TCP_NODELAY", "1")
+            .args(["-aet", "PACS", "-od"])
+            .arg(&pacs_dir)
+            .arg(pacs_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(pacs_port, "storescp", Duration::from_secs(20));
+
+    // The node on the board.
+    let model = fp32_model(dir.path());
+    let root = dir.path().join("node");
+    let port = free_port();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[watch]\nroot = {root:?}\npoll_interval_ms = 50\n\n\
+             [segment]\nmethod = \"model\"\nmodel = {model:?}\n\n\
+             [dicom]\nae_title = \"STROKESEG\"\nlisten_address = \"127.0.0.1\"\nport = {port}\n\
+             allowed_calling_ae_titles = [\"HIL_CT\"]\nidle_seconds = 1\n\
+             retry_base_seconds = 1\nretry_max_seconds = 2\n\n\
+             [dicom.destination]\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n"
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // prlimit execs the emulator, so the child's pid is QEMU's (for its VmHWM).
+    let node = KillOnDrop(
+        Command::new("prlimit")
+            .arg(format!("--as={}", board.limit_bytes))
+            .arg("--")
+            .arg(&board.qemu)
+            .arg(&board.binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("QEMU_CPU", "cortex-a72")
+            .env("MALLOC_ARENA_MAX", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_listening(port, "serve on the board", Duration::from_secs(60));
+
+    let push = Command::new(&storescu)
+        .env("TCP_NODELAY", "1")
+        .args(["-aet", "HIL_CT", "-aec", "STROKESEG", "127.0.0.1"])
+        .arg(port.to_string())
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "storescu to the board: {}{}\n{}",
+        String::from_utf8_lossy(&push.stdout),
+        String::from_utf8_lossy(&push.stderr),
+        log_text()
+    );
+    let pushed = Instant::now();
+    // SEG + one overlay image per slice + SR.
+    let expected = 2 + case.n_slices();
+    let deadline = pushed + Duration::from_secs(120);
+    let received = loop {
+        let mut got: Vec<PathBuf> = std::fs::read_dir(&pacs_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        got.sort();
+        if got.len() >= expected || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let turnaround_s = pushed.elapsed().as_secs_f64();
+    let peak_rss_kib = vm_hwm_kib(node.0.id());
+    assert_eq!(
+        received.len(),
+        expected,
+        "results at the PACS: {received:?}\n{}",
+        log_text()
+    );
+    drop(node);
+
+    for p in &received {
+        let out = Command::new(&dciodvfy).arg(p).output().unwrap();
+        let errors: Vec<String> = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(str::to_owned)
+        .collect();
+        assert!(
+            errors.is_empty(),
+            "dciodvfy {}:\n{}",
+            p.display(),
+            errors.join("\n")
+        );
+    }
+    let seg = received
+        .iter()
+        .find(|p| file_sop_uids(p).is_ok_and(|(class, _)| class == SEGMENTATION_SOP_CLASS_UID))
+        .expect("a SEG at the PACS");
+    let outputs = entries(&root.join("outbox"));
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    let board_mask = root.join("outbox").join(&outputs[0]).join(MASK_FILE);
+    let mask: Vec<u8> = mask_voxels(&board_mask)
+        .iter()
+        .map(|&v| u8::from(v > 0.5))
+        .collect();
+    let obj = dicom_object::open_file(seg).unwrap();
+    let bits = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    assert_eq!(
+        unpack_bits(&bits, mask.len()),
+        mask,
+        "SEG frames = board mask"
+    );
+
+    // The host segments the case folder the board made from the instances.
+    let done = entries(&root.join("done"));
+    assert_eq!(done.len(), 1, "{done:?}\n{}", log_text());
+    let case_dir = root
+        .join("done")
+        .join(&done[0])
+        .join(strokeseg_edge::serve::CASE_DIR);
+    let host_out = dir.path().join("host-serve");
+    let host = edge(&[
+        "segment",
+        case_dir.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        host_out.to_str().unwrap(),
+    ]);
+    assert!(host.status.success(), "{}", text(&host));
+    compare_masks(&board, "serve-fp32", &host_out.join(MASK_FILE), &board_mask);
+
+    board.figure("board_peak_rss_kib", peak_rss_kib);
+    board.figure("serve_peak_rss_kib", peak_rss_kib);
+    board.figure("serve_turnaround_s", format!("{turnaround_s:.1}"));
+    board.figure("serve_end_to_end", "ok");
+    eprintln!(
+        "serve on the board: {} instances in, {expected} results at the host PACS {turnaround_s:.1} s \
+         after the last was acknowledged (idle_seconds 1), peak RSS {peak_rss_kib} KiB (QEMU included)",
+        files.len()
+    );
+}
+
+/// Raw little-endian f32 values of `path`.
+fn f32_file(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// `bench` of the shipped fp32 and int8 models on the board as a Cortex-A72 (no dot product,
+/// no f16) and a Cortex-A76 (dot product): which tract kernels the plan selects (NEON f32
+/// everywhere, the int8 SDOT kernel on the A76 only) and the logits of the host's prepared
+/// phantom slice (`--dump-input`, `--input`) against the host's, within 1e-3. Emulated
+/// timings mean nothing and are not looked at; the kernel names go to the figures file.
+#[test]
+fn board_bench_selects_arm_kernels_and_matches_the_host() {
+    let Some(board) = Board::from_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default");
+    for name in ["model.onnx", "model.int8.onnx"] {
+        let model = models.join(name);
+        if !model.is_file() {
+            eprintln!("skipped {name}: not in models/default");
+            continue;
+        }
+        let int8 = name.contains("int8");
+        let input = dir.path().join(format!("{name}.input.f32"));
+        let host_logits = dir.path().join(format!("{name}.host.f32"));
+        let model_s = model.to_str().unwrap();
+        let o = edge(&[
+            "bench",
+            "--model",
+            model_s,
+            "--threads",
+            "1",
+            "--reps",
+            "1",
+            "--warmup",
+            "0",
+            "--dump-input",
+            input.to_str().unwrap(),
+            "--dump-output",
+            host_logits.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "host bench {name}: {}", text(&o));
+        let host = f32_file(&host_logits);
+        for (cpu, dotprod) in [("cortex-a72", false), ("cortex-a76", true)] {
+            let logits = dir.path().join(format!("{name}.{cpu}.f32"));
+            let o = Command::new(&board.qemu)
+                .arg(&board.binary)
+                .args(["bench", "--model", model_s, "--threads", "1", "--reps", "1"])
+                .args([
+                    "--warmup",
+                    "0",
+                    "--json",
+                    "--input",
+                    input.to_str().unwrap(),
+                ])
+                .arg("--dump-output")
+                .arg(&logits)
+                .env("QEMU_CPU", cpu)
+                .env("MALLOC_ARENA_MAX", "1")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{cpu} bench {name}: {}", text(&o));
+            let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let kernels: Vec<String> = r["plan"]["kernels"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            let isa: Vec<&str> = r["cpu"]["isa"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            board.figure(&format!("bench_{cpu}_{name}_kernels"), kernels.join(" "));
+            board.figure(&format!("bench_{cpu}_isa"), isa.join(" "));
+            assert!(
+                kernels.iter().all(|k| k.starts_with("arm64simd_")),
+                "{cpu} {name}: {kernels:?}"
+            );
+            assert_eq!(isa.contains(&"dotprod"), dotprod, "{cpu}: {isa:?}");
+            if int8 {
+                let sdot = "arm64simd_mmm_i32_8x8_dot".to_owned();
+                assert_eq!(
+                    kernels.contains(&sdot),
+                    dotprod,
+                    "{cpu} {name}: {kernels:?}"
+                );
+            }
+            let board_logits = f32_file(&logits);
+            assert_eq!(board_logits.len(), host.len());
+            let max_diff = host
+                .iter()
+                .zip(&board_logits)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            board.figure(&format!("bench_{cpu}_{name}_max_abs_diff"), max_diff);
+            assert!(
+                max_diff <= 1e-3,
+                "{cpu} {name}: logits differ by {max_diff}"
+            );
+        }
+    }
 }
