@@ -3,7 +3,8 @@
 //! with `strokeseg_shared::perfusion`, the same code the trainer uses.
 //!
 //! Computed maps are written slice by slice as NIfTI on the CT's grid into the run's
-//! staging folder ([`map_file_name`]), with a plot of the arterial input and venous output
+//! staging folder ([`map_file_name`]) by `strokeseg_io::computed_maps`, the function the
+//! trainer computes its training maps with, with a plot of the arterial input and venous output
 //! curves ([`AIF_VOF_FILE`]), and the study is then read with those files in place of any
 //! provided maps. Memory: one slice of all frames and the computation's per-slice buffers
 //! (`strokeseg_shared::perfusion`, "Memory"), whatever the number of slices.
@@ -12,10 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
-use strokeseg_io::{
-    CaseFiles, DynamicOptions, DynamicSeries, GridTolerance, IoError, NiftiWriter, ReadLimits,
-    read_header,
-};
+use strokeseg_io::CaseFiles;
+use strokeseg_io::computed_maps::compute_map_files;
+pub use strokeseg_io::computed_maps::{MAP_MODALITIES, map_file_name};
 use strokeseg_shared::Modality;
 use strokeseg_shared::config::MapsProvenance;
 use strokeseg_shared::perfusion::aif::{PerfusionWarning, Voxel};
@@ -39,9 +39,6 @@ pub enum MapsSource {
     Auto,
 }
 
-/// The maps computed, in this order.
-pub const MAP_MODALITIES: [Modality; 4] =
-    [Modality::Cbf, Modality::Cbv, Modality::Mtt, Modality::Tmax];
 /// The plot of the AIF and VOF curves.
 pub const AIF_VOF_FILE: &str = "aif_vof.png";
 /// Colours of [`AIF_VOF_FILE`]: the AIF the deconvolution used (partial-volume scaled), the
@@ -51,11 +48,6 @@ pub const AIF_COLOUR: [u8; 3] = [215, 30, 30];
 pub const AIF_MEASURED_COLOUR: [u8; 3] = [245, 160, 60];
 /// See [`AIF_COLOUR`].
 pub const VOF_COLOUR: [u8; 3] = [30, 70, 215];
-
-/// The output file of a computed map: the ISLES tag, so an output folder reads as a study.
-pub fn map_file_name(modality: Modality) -> String {
-    format!("{}.nii.gz", modality.isles_tag())
-}
 
 /// What `report.json` records about maps computed from the raw series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,7 +141,8 @@ pub fn resolve_maps(
     Ok((files, Some(computed)))
 }
 
-/// Computes the maps of the series `pwi` on the grid of `ct` into `out_dir` and plots the
+/// Computes the maps of the series `pwi` on the grid of `ct` into `out_dir`
+/// (`strokeseg_io::computed_maps::compute_map_files`, the trainer's function) and plots the
 /// arterial curves there.
 pub fn compute_maps(
     pwi: &Path,
@@ -158,50 +151,15 @@ pub fn compute_maps(
     out_dir: &Path,
     cancel: &AtomicBool,
 ) -> Result<ComputedMaps, EdgeError> {
-    let (ct_header, ct_info) = read_header(ct, &ReadLimits::default())?;
-    let options = DynamicOptions {
-        spool_dir: Some(out_dir.to_path_buf()),
-        ..DynamicOptions::default()
-    };
-    let mut series = DynamicSeries::open(pwi, &options)?;
-    series.check_grid(&ct_info, GridTolerance::default())?;
-    let mut writers = Vec::with_capacity(MAP_MODALITIES.len());
-    for m in MAP_MODALITIES {
-        let path = out_dir.join(map_file_name(m));
-        writers.push(
-            NiftiWriter::create(&path, &ct_header, strokeseg_io::Dtype::F32)
-                .map_err(EdgeError::writing)?,
-        );
-    }
-    let mut interrupted = false;
-    let summary = series.compute_maps(config, |_, maps| {
-        if cancel.load(Ordering::SeqCst) {
-            interrupted = true;
-            return Err(IoError::io(
-                out_dir,
-                std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"),
-            ));
-        }
-        let planes = [
-            maps.cbf_ml_100g_min,
-            maps.cbv_ml_100g,
-            maps.mtt_s,
-            maps.tmax_s,
-        ];
-        for (w, plane) in writers.iter_mut().zip(planes) {
-            w.write_slice_f32(plane)?;
-        }
-        Ok(())
-    });
+    let summary = compute_map_files(pwi, ct, config, out_dir, || !cancel.load(Ordering::SeqCst));
     let summary = match summary {
         Ok(s) => s,
-        Err(_) if interrupted => return Err(EdgeError::Interrupted),
+        Err(_) if cancel.load(Ordering::SeqCst) => return Err(EdgeError::Interrupted),
+        // Errors about the staging folder's files (the maps, the spool) are output errors.
+        Err(e) if e.path().starts_with(out_dir) => return Err(EdgeError::writing(e)),
         Err(e) => return Err(e.into()),
     };
     let mut names: Vec<String> = MAP_MODALITIES.iter().map(|&m| map_file_name(m)).collect();
-    for w in writers {
-        w.finish().map_err(EdgeError::writing)?;
-    }
     let a = &summary.arterial;
     let mut curves = vec![
         PlotCurve {

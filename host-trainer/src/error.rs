@@ -101,6 +101,14 @@ pub enum TrainError {
         /// Number of folds.
         n_folds: usize,
     },
+    /// The maps of a case cannot be computed from its raw series as the configuration asks.
+    #[error("{case_dir}: computed maps: {reason}")]
+    ComputedMaps {
+        /// The case folder.
+        case_dir: PathBuf,
+        /// What is missing or does not match.
+        reason: String,
+    },
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {reason}")]
     Config {

@@ -1,7 +1,7 @@
 //! `strokeseg-train`: the host trainer's command line.
 //!
 //! ```text
-//! strokeseg-train phantom --out DIR --cases N --seed S [--gzip] [--pwi]
+//! strokeseg-train phantom --out DIR --cases N --seed S [--gzip] [--pwi] [--dynamic ctp]
 //! strokeseg-train info [--device auto|cpu|cuda:N]
 //! strokeseg-train train --data DIR --out RUN [--fold K --folds 4] [--loss hybrid|ce|gdl|dicece]
 //!                       [--device auto|cpu|cuda:N] [--epochs N] [--batch-size N] [--lr F]
@@ -39,6 +39,8 @@ use strokeseg_eval::{EvaluateOptions, MissingPrediction};
 use strokeseg_io::PatientGrouping;
 use strokeseg_phantom::{DatasetOptions, DatasetSummary, TRUTH_FILE};
 use strokeseg_shared::PreprocessConfig;
+use strokeseg_shared::config::MapsProvenance;
+use strokeseg_shared::perfusion::PerfusionPreset;
 use strokeseg_shared::postprocess::PostprocessConfig;
 use strokeseg_trainer::DeviceChoice;
 use strokeseg_trainer::cluster::{self, JobArray, K8sOptions, SlurmOptions};
@@ -139,6 +141,15 @@ struct EvaluateArgs {
     missing: MissingArg,
 }
 
+/// `phantom --dynamic`: which dynamic series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DynamicArg {
+    /// The classic series.
+    Classic,
+    /// `strokeseg_phantom::DynamicSeries::ctp`.
+    Ctp,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum MissingArg {
     /// Fail, naming the case and where its prediction was looked for.
@@ -164,6 +175,12 @@ struct PhantomArgs {
     /// Also write the 4D perfusion series (CT_4DPWI) of each case; large.
     #[arg(long)]
     pwi: bool,
+    /// Which 4D series --pwi writes: classic (the phantom's original series), or ctp (the
+    /// exact indicator-dilution model with a clinical protocol and 10 HU of frame noise, so
+    /// `strokeseg-edge segment --maps computed` and `train --maps computed` can compute
+    /// maps from it); ctp implies --pwi.
+    #[arg(long, value_enum, default_value_t = DynamicArg::Classic)]
+    dynamic: DynamicArg,
     /// Which population: classic (procedural head, narrow ranges), hospitals (heads on the
     /// ICBM 2009a brain template, ISLES-like lesion sizes, vendor appearance, confounders:
     /// the training recipe) or holdout (procedural head with the hospitals' variation: the
@@ -300,6 +317,21 @@ struct HyperArgs {
     /// Preprocessing config (JSON `PreprocessConfig`) instead of the default.
     #[arg(long)]
     preprocess_config: Option<PathBuf>,
+    /// The perfusion maps the model reads: each case's own (provided), or computed by
+    /// strokeseg from its CT_4DPWI with the default preset, as `strokeseg-edge segment --maps
+    /// computed` does (cached in $STROKESEG_MAPS_CACHE, else ~/.cache/strokeseg/maps)
+    /// [default: provided, or what --preprocess-config records].
+    #[arg(long, value_enum)]
+    maps: Option<MapsArg>,
+}
+
+/// `--maps`: where the model's perfusion-map channels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MapsArg {
+    /// The maps each case provides.
+    Provided,
+    /// Computed from each case's raw series `CT_4DPWI` (preset `default`).
+    Computed,
 }
 
 /// Puts `value`, when given, into `slot`.
@@ -384,6 +416,7 @@ macro_rules! swept_flags {
                     no_augment: self.no_augment,
                     amp: self.amp,
                     preprocess_config: self.preprocess_config.clone(),
+                    maps: self.maps,
                 }
             }
         }
@@ -470,6 +503,13 @@ impl HyperArgs {
             config.input_width = size;
         }
         set(&mut config.target_spacing_mm, one(&self.target_spacing_mm));
+        match self.maps {
+            Some(MapsArg::Provided) => config.maps = MapsProvenance::Provided,
+            Some(MapsArg::Computed) => {
+                config.maps = MapsProvenance::computed(PerfusionPreset::Default);
+            }
+            None => {}
+        }
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid preprocessing config: {e}"))?;
@@ -706,7 +746,11 @@ fn run_phantom(args: &PhantomArgs) -> Result<()> {
         n_cases: args.cases,
         seed: args.seed,
         gzip: args.gzip,
-        with_pwi: args.pwi,
+        with_pwi: args.pwi || args.dynamic == DynamicArg::Ctp,
+        dynamic: match args.dynamic {
+            DynamicArg::Classic => strokeseg_phantom::DynamicSeries::default(),
+            DynamicArg::Ctp => strokeseg_phantom::DynamicSeries::ctp(),
+        },
         ..Default::default()
     }
     .with_family(args.family.family(), Some(absolute(&template_dir)));

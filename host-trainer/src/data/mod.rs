@@ -6,13 +6,16 @@
 //! Per case, exactly the path the edge runtime takes: `Study::open_files` with the config's
 //! channels → `Study::gather_stats` (pass 1, per-volume normalisation) → per slice
 //! `prepare_model_input` (pass 2). Labels are the `OT` slice (nonzero = lesion) mapped with
-//! `GridMap::image_to_model_nearest`. Nothing here re-implements preprocessing.
+//! `GridMap::image_to_model_nearest`. Nothing here re-implements preprocessing. A config
+//! whose `maps` are computed reads each case's maps from [`maps`] (computed from its
+//! `CT_4DPWI` by the edge's function, cached on disk).
 //!
 //! Memory: `N · (C + 1) · H · W` values on the device (ISLES 2018: 502 slices of 5 × 160 × 160,
 //! about 260 MB in f32) plus the truth and the brain mask of every case on its original grid
 //! in host memory (`2 · Σ nx · ny · nz` bytes, 66 MB for ISLES).
 
 pub mod folds;
+pub mod maps;
 pub mod sampler;
 
 use std::path::{Path, PathBuf};
@@ -164,8 +167,9 @@ fn prepare_case(
         source,
     };
     let channels = channel_modalities(config);
+    let files = maps::case_files(&case.files, config.maps, &maps::cache_dir())?;
     let mut study = Study::open_files(
-        case.files.clone(),
+        files,
         &channels,
         with_truth,
         &ReadLimits::default(),

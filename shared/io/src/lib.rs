@@ -7,6 +7,7 @@
 //! error names the file and what is wrong with it.
 
 pub mod atomic;
+pub mod computed_maps;
 mod dataset;
 mod dtype;
 mod dynamic;
