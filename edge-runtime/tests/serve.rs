@@ -3,7 +3,8 @@
 //! passes dicom3tools' `dciodvfy` and its frames equal the NIfTI mask of the same study
 //! voxel for voxel. Faults: an unknown calling AE title, the PACS down then up, `kill -9`
 //! of the node during reception and during sending, a study with only the raw dynamic
-//! series (refused into `failed/` with the reason).
+//! series (refused into `failed/` with the reason), and one with the raw dynamic series and
+//! the plain CT (maps computed, SEG delivered).
 //!
 //! Tests needing dcmtk or dicom3tools print SKIPPED without them, unless
 //! `STROKESEG_DICOM_TOOLS=required` (CI's `dicom` step) makes absence a failure.
@@ -19,8 +20,14 @@ use dicom_dictionary_std::tags;
 use strokeseg_dicom::derived::{SEGMENTATION_SOP_CLASS_UID, unpack_bits};
 use strokeseg_dicom::scu::file_sop_uids;
 use strokeseg_dicom::testing::{dcm_files, free_port, tool};
-use strokeseg_dicom::write::{PhantomSeriesOptions, WrittenStudy, write_phantom_study};
-use strokeseg_phantom::{DatasetOptions, PhantomCase};
+use strokeseg_dicom::write::{
+    PhantomSeriesOptions, WrittenStudy, phantom_dataset_options, write_phantom_study,
+};
+use strokeseg_model::fixture::FixtureOptions;
+use strokeseg_phantom::PhantomCase;
+use strokeseg_shared::PreprocessConfig;
+use strokeseg_shared::config::MapsProvenance;
+use strokeseg_shared::perfusion::PerfusionPreset;
 
 fn wait_listening(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -44,15 +51,10 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// A 2-slice phantom case with a lesion, as DICOM series in `dir`.
+/// A 2-slice phantom case with a lesion and the indicator-dilution dynamic series
+/// (`write::phantom_dataset_options`), as DICOM series in `dir`.
 fn phantom_study(dir: &Path, key: &str, with_dynamic: bool) -> (PhantomCase, WrittenStudy) {
-    let opts = DatasetOptions {
-        min_slices: 2,
-        max_slices: 2,
-        lesion_free_fraction: 0.0,
-        ..DatasetOptions::default()
-    };
-    let case = strokeseg_phantom::generate_case(13, 0, &opts).unwrap();
+    let case = strokeseg_phantom::generate_case(13, 0, &phantom_dataset_options(2)).unwrap();
     let written = write_phantom_study(
         &case,
         dir,
@@ -122,10 +124,15 @@ struct Node {
 }
 
 impl Node {
+    /// A node with the fixture model (trained on provided maps).
     fn new(dir: &Path, pacs_port: u16) -> Node {
+        let model = common::fp32_model(dir);
+        Node::with_model(dir, pacs_port, &model)
+    }
+
+    fn with_model(dir: &Path, pacs_port: u16, model: &Path) -> Node {
         let root = dir.join("node");
         std::fs::create_dir_all(&root).unwrap();
-        let model = common::fp32_model(dir);
         let port = free_port();
         let config = dir.join("edge.toml");
         std::fs::write(
@@ -513,39 +520,194 @@ fn demo_dicom_needs_no_tools_and_says_where_the_seg_landed() {
     assert!(text.contains("turnaround"), "{text}");
 }
 
-/// The raw dynamic series with the plain CT goes to the map computation (`--maps auto` on
-/// `CT.nii` + `CT_4DPWI.nii` made from the instances). The DICOM phantom writes the classic
-/// family's dynamic series, which has no arterial enhancement the AIF search accepts, so
-/// today the computation refuses it, naming the series file and the reason, into
-/// `failed/`. When `strokeseg_dicom::write` writes `strokeseg_phantom::DynamicSeries::ctp`
-/// (arteries, sinus), this test should expect the SEG at the PACS instead.
+/// A fixture model whose metadata says it was trained on maps computed with the default
+/// preset (as `computed_maps.rs` makes it).
+fn model_on_computed_maps(dir: &Path) -> PathBuf {
+    common::model_file(
+        dir,
+        "computed.onnx",
+        &FixtureOptions {
+            preprocess: PreprocessConfig {
+                maps: MapsProvenance::computed(PerfusionPreset::Default),
+                ..PreprocessConfig::default()
+            },
+            ..FixtureOptions::default()
+        },
+    )
+}
+
+/// The raw dynamic series with the plain CT and no maps, end to end through the perfusion
+/// computation: the node writes `CT.nii` + `CT_4DPWI.nii` from the instances, computes the
+/// maps (`--maps auto`) for a model trained on computed maps, and the SEG reaches the PACS,
+/// valid, its frames equal to the NIfTI mask. The same study for a model trained on
+/// provided maps is refused into `failed/` naming both provenances.
 #[test]
-fn a_study_with_the_dynamic_series_and_the_plain_ct_goes_to_the_map_computation() {
-    let test = "a_study_with_the_dynamic_series_and_the_plain_ct_goes_to_the_map_computation";
-    let Some(storescu_bin) = tool("storescu", test) else {
+fn a_study_with_only_the_dynamic_series_and_the_plain_ct_is_segmented_from_computed_maps() {
+    let test =
+        "a_study_with_only_the_dynamic_series_and_the_plain_ct_is_segmented_from_computed_maps";
+    let (Some(storescu_bin), Some(storescp), Some(dciodvfy)) = (
+        tool("storescu", test),
+        tool("storescp", test),
+        tool("dciodvfy", test),
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_, written) = phantom_study(&dir.path().join("scanner"), "dynamic-ct", true);
+    let (case, written) = phantom_study(&dir.path().join("scanner"), "dynamic-ct", true);
     let files: Vec<PathBuf> = written
         .series
         .iter()
         .filter(|s| s.description.contains("dynamic") || s.description.contains("Head"))
         .flat_map(|s| s.files.iter().cloned())
         .collect();
-    let mut node = Node::new(dir.path(), free_port());
+    let pacs_port = free_port();
+    let pacs = Pacs::start(&storescp, pacs_port, &dir.path().join("pacs"));
+    let model = model_on_computed_maps(dir.path());
+    let mut node = Node::with_model(dir.path(), pacs_port, &model);
     node.start();
     let (ok, out) = storescu(&storescu_bin, node.port, "TEST_CT", &files);
     assert!(ok, "storescu: {out}");
-    node.wait_until("the study in failed/", Duration::from_secs(60), |n| {
-        n.studies_in("failed").len() == 1
-    });
+    let expected = 2 + case.n_slices();
+    let received = pacs.wait_for(expected, Duration::from_secs(120));
+    assert_eq!(
+        received.len(),
+        expected,
+        "{received:?}\n{}",
+        node.log_text()
+    );
     assert!(
         node.log_text()
             .contains("no maps: computing them from the raw dynamic series")
     );
+    for p in &received {
+        let errors = dciodvfy_errors(&dciodvfy, p);
+        assert!(
+            errors.is_empty(),
+            "dciodvfy {}:\n{}",
+            p.display(),
+            errors.join("\n")
+        );
+    }
+    let seg = received
+        .iter()
+        .find(|p| is_seg(p))
+        .expect("a SEG at the PACS");
+    let mask = nifti_mask(&node);
+    assert_eq!(mask.len(), case.ot.len());
+    assert_eq!(seg_frames(seg, mask.len()), mask, "SEG frames = NIfTI mask");
+    // The maps were computed (written beside the mask), and the report says so.
+    let outputs = node.dir("outbox").join(&node.studies_in("outbox")[0]);
+    let report: strokeseg_edge::report::Report = serde_json::from_str(
+        &std::fs::read_to_string(outputs.join(strokeseg_edge::report::REPORT_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert!(report.computed_maps.is_some(), "{outputs:?}");
+    assert!(report.timings.perfusion_ms > 0.0);
+    assert!(node.studies_in("failed").is_empty());
+    drop(node);
+
+    // A model trained on provided maps: refused into failed/, the instances kept.
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut node = Node::new(dir2.path(), free_port());
+    node.start();
+    let (ok, out) = storescu(&storescu_bin, node.port, "TEST_CT", &files);
+    assert!(ok, "storescu: {out}");
+    node.wait_until("the study in failed/", Duration::from_secs(120), |n| {
+        n.studies_in("failed").len() == 1
+    });
     let failed = node.dir("failed").join(&node.studies_in("failed")[0]);
     let error = std::fs::read_to_string(failed.join("error.txt")).unwrap();
-    assert!(error.contains("CT_4DPWI.nii"), "{error}");
+    assert!(
+        error.contains("trained on the maps provided with the study")
+            && error.contains("maps computed by strokeseg"),
+        "{error}"
+    );
     assert_eq!(dcm_files(&failed).len(), files.len(), "instances kept");
+}
+
+fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+}
+
+/// Retention (`[dicom] keep_done_days`, `keep_sent_days`, 30 by default): two studies are
+/// received, segmented and delivered; the first one's `done/` folder and delivered job are
+/// made 31 days old; the node, restarted, removes exactly those two (the pass at start) and
+/// keeps the second study's, and the results of both in `outbox/`.
+#[test]
+fn done_studies_and_sent_jobs_older_than_kept_are_removed() {
+    let test = "done_studies_and_sent_jobs_older_than_kept_are_removed";
+    let (Some(storescu_bin), Some(storescp)) = (tool("storescu", test), tool("storescp", test))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pacs_port = free_port();
+    let pacs = Pacs::start(&storescp, pacs_port, &dir.path().join("pacs"));
+    let mut node = Node::new(dir.path(), pacs_port);
+    node.start();
+    let sent = node.dir("dicom-outbox").join("sent");
+    let sent_jobs = |_: &Node| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&sent)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let mut per_study = 0;
+    let mut first = (String::new(), String::new());
+    for (i, key) in ["retention-old", "retention-new"].iter().enumerate() {
+        let (case, written) = phantom_study(&dir.path().join(key), key, false);
+        per_study = 2 + case.n_slices();
+        let files: Vec<PathBuf> = written.files().cloned().collect();
+        let (ok, out) = storescu(&storescu_bin, node.port, "TEST_CT", &files);
+        assert!(ok, "storescu: {out}");
+        node.wait_until(
+            "the study done and its job sent",
+            Duration::from_secs(60),
+            |n| n.studies_in("done").len() == i + 1 && sent_jobs(n).len() == i + 1,
+        );
+        if i == 0 {
+            first = (
+                node.studies_in("done")[0].clone(),
+                sent_jobs(&node)[0].clone(),
+            );
+        }
+    }
+    assert_eq!(
+        pacs.wait_for(2 * per_study, Duration::from_secs(10)).len(),
+        2 * per_study
+    );
+    node.kill_9();
+    let (old, old_job) = first;
+    let new: Vec<String> = node
+        .studies_in("done")
+        .into_iter()
+        .filter(|s| *s != old)
+        .collect();
+    let new_job: Vec<String> = sent_jobs(&node)
+        .into_iter()
+        .filter(|j| *j != old_job)
+        .collect();
+    let month_ago = std::time::SystemTime::now() - Duration::from_secs(31 * 86_400);
+    set_mtime(&node.dir("done").join(&old), month_ago);
+    set_mtime(&sent.join(&old_job).join("job.json"), month_ago);
+
+    node.start();
+    node.wait_until("the old entries removed", Duration::from_secs(10), |n| {
+        n.studies_in("done").len() == 1 && sent_jobs(n).len() == 1
+    });
+    assert_eq!(node.studies_in("done"), new);
+    assert_eq!(sent_jobs(&node), new_job);
+    assert_eq!(node.studies_in("outbox").len(), 2, "results are kept");
+    let log = node.log_text();
+    assert!(log.contains("study removed from done/"), "{log}");
+    assert!(
+        log.contains("delivered job removed from the DICOM outbox"),
+        "{log}"
+    );
 }

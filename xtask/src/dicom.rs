@@ -74,7 +74,7 @@ pub fn run(root: &Path) -> Result<()> {
     )
 }
 
-fn ensure_tools_installed(root: &Path) -> Result<()> {
+pub fn ensure_tools_installed(root: &Path) -> Result<()> {
     let missing: Vec<&str> = PROGRAMS
         .iter()
         .copied()

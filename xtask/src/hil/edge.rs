@@ -6,7 +6,9 @@
 //!    `STROKESEG_HIL_EDGE_AARCH64` set: it runs the x86 host build (the test's own
 //!    `strokeseg-edge`) and the emulated aarch64 binary on the same phantom studies, bad inputs
 //!    and watch-daemon inbox, and compares them, the status pin sequences too (the `log` pin
-//!    backend: qemu-user has no GPIO chip). It appends its figures to
+//!    backend: qemu-user has no GPIO chip), and runs the emulated binary's `serve` as a DICOM
+//!    node over loopback against a host-side dcmtk `storescu` and `storescp` (installed here
+//!    with dicom3tools when missing, as `cargo xtask ci dicom` does). It appends its figures to
 //!    `target/hil/edge-figures.txt`, which this module summarises.
 //!
 //! The host side is built with the same package selection and features as `cargo xtask ci`'s
@@ -44,6 +46,11 @@ pub struct EdgeOutcome {
     pub bad_inputs: usize,
     /// Whether the watch daemon processed its studies end to end.
     pub watch_ok: bool,
+    /// Whether `serve` took a study from a host `storescu` and delivered valid results to a
+    /// host PACS.
+    pub serve_ok: bool,
+    /// Turnaround of that study on the board (last instance in → all results at the PACS).
+    pub serve_turnaround_s: f64,
     /// Runs whose logged status pin levels were the documented sequence (and the host's).
     pub pin_sequences: usize,
     /// Whether the binary had an embedded default model.
@@ -68,6 +75,8 @@ pub fn run(root: &Path) -> Result<EdgeOutcome> {
     if !Path::new("/usr/bin/time").is_file() {
         bail!("/usr/bin/time (Debian package `time`) is missing");
     }
+    // dcmtk and dicom3tools for the `serve` test's host-side peers.
+    crate::dicom::ensure_tools_installed(root)?;
     smoke(&qemu, &binary)?;
 
     let figures = cross::target_dir(root).join("hil").join("edge-figures.txt");
@@ -98,7 +107,8 @@ pub fn run(root: &Path) -> Result<EdgeOutcome> {
         "STROKESEG_HIL_MEMORY_LIMIT_BYTES",
         MEMORY_LIMIT_BYTES.to_string(),
     )
-    .env("STROKESEG_HIL_FIGURES", &figures);
+    .env("STROKESEG_HIL_FIGURES", &figures)
+    .env("STROKESEG_DICOM_TOOLS", "required");
     cross::run_command(&mut cmd)?;
     let test_seconds = started.elapsed().as_secs_f64();
 
@@ -130,6 +140,11 @@ pub fn run(root: &Path) -> Result<EdgeOutcome> {
             .count(),
         bad_inputs: values("bad_input_same_error").len(),
         watch_ok: values("watch_end_to_end") == ["ok"],
+        serve_ok: values("serve_end_to_end") == ["ok"],
+        serve_turnaround_s: values("serve_turnaround_s")
+            .first()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
         pin_sequences: values("pin_sequence_checked").len(),
         embedded_model: values("embedded_model").is_empty(),
         build_seconds,
@@ -138,13 +153,15 @@ pub fn run(root: &Path) -> Result<EdgeOutcome> {
     if outcome.masks_compared == 0
         || outcome.bad_inputs == 0
         || !outcome.watch_ok
+        || !outcome.serve_ok
         || outcome.pin_sequences == 0
     {
         bail!(
-            "the hil_qemu test ran but did not compare everything (masks {}, bad inputs {}, watch {}, pin sequences {}): was it skipped?",
+            "the hil_qemu test ran but did not compare everything (masks {}, bad inputs {}, watch {}, serve {}, pin sequences {}): was it skipped?",
             outcome.masks_compared,
             outcome.bad_inputs,
             outcome.watch_ok,
+            outcome.serve_ok,
             outcome.pin_sequences
         );
     }
@@ -191,7 +208,7 @@ pub fn summary(o: &EdgeOutcome) -> String {
     format!(
         "aarch64 binary {:.1} MiB (static musl); masks bit-identical to x86: {} of {} ({} as .nii.gz files); \
          peak RSS under emulation {:.1} MiB (limit: address space {} MiB); bad inputs with the host's errors: {}; \
-         watch daemon end to end: {}; status pin sequences as documented and as on the host: {}; \
+         watch daemon end to end: {}; serve as a DICOM node (host storescu → board → host PACS): {} ({:.1} s turnaround); status pin sequences as documented and as on the host: {}; \
          embedded default model: {}; cross build {:.1} s, comparison {:.1} s",
         o.binary_bytes as f64 / (1024.0 * 1024.0),
         o.masks_identical,
@@ -201,6 +218,8 @@ pub fn summary(o: &EdgeOutcome) -> String {
         MEMORY_LIMIT_BYTES / (1024 * 1024),
         o.bad_inputs,
         if o.watch_ok { "ok" } else { "FAILED" },
+        if o.serve_ok { "ok" } else { "FAILED" },
+        o.serve_turnaround_s,
         o.pin_sequences,
         if o.embedded_model {
             "yes"
