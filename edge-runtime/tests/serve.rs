@@ -698,8 +698,13 @@ fn done_studies_and_sent_jobs_older_than_kept_are_removed() {
     set_mtime(&sent.join(&old_job).join("job.json"), month_ago);
 
     node.start();
+    // Renamed away first, then removed and logged: wait for the log lines too.
     node.wait_until("the old entries removed", Duration::from_secs(10), |n| {
-        n.studies_in("done").len() == 1 && sent_jobs(n).len() == 1
+        let log = n.log_text();
+        n.studies_in("done").len() == 1
+            && sent_jobs(n).len() == 1
+            && log.contains("study removed from done/")
+            && log.contains("delivered job removed from the DICOM outbox")
     });
     assert_eq!(node.studies_in("done"), new);
     assert_eq!(sent_jobs(&node), new_job);
