@@ -126,6 +126,58 @@ fn a_model_trained_on_computed_maps_records_them_and_meets_them_at_the_edge() {
     .unwrap();
     assert_eq!(exported.fp32.metadata.preprocess.maps, computed);
 
+    // int8 calibration sees the computed maps too: calibrated on a copy of the cases that
+    // holds only the raw series, the plain CT and the truth (no map folders to fall back
+    // on), it reads the cache entries of the same series without recomputing them.
+    let raw_only = tmp.path().join("raw_only");
+    let cases = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path());
+    for case in cases.filter(|p| p.is_dir()) {
+        let dst = raw_only.join(case.file_name().unwrap());
+        for folder in std::fs::read_dir(&case).unwrap().map(|e| e.unwrap().path()) {
+            let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+            if ["CT_CBF", "CT_CBV", "CT_MTT", "CT_Tmax"]
+                .iter()
+                .any(|m| name.contains(&format!(".{m}.")))
+            {
+                continue;
+            }
+            let to = dst.join(&name);
+            std::fs::create_dir_all(&to).unwrap();
+            for file in std::fs::read_dir(&folder)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+            {
+                std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let int8_dir = s(&tmp.path().join("model_int8"));
+    ok(&train_with_cache(
+        &cache,
+        &[
+            "export",
+            "--run",
+            &s(&run_dir),
+            "--checkpoint",
+            "last",
+            "--out",
+            &int8_dir,
+            "--int8",
+            "--data",
+            &s(&raw_only),
+            "--calibration-slices",
+            "4",
+        ],
+    ));
+    let int8 =
+        strokeseg_model::ModelInfo::read(&Path::new(&int8_dir).join("model.int8.onnx")).unwrap();
+    assert_eq!(int8.checked_metadata().unwrap().preprocess.maps, computed);
+    assert_eq!(
+        cache_entries(&cache),
+        entries,
+        "calibration recomputed the maps"
+    );
+
     // At the edge: the study's own maps are refused, computed ones segment.
     let case = std::fs::read_dir(&data)
         .unwrap()

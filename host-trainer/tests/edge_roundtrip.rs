@@ -43,7 +43,8 @@ const INT8_VS_FP32_DICE_FLOOR: f64 = 0.90;
 
 /// Brain slices of `case_dir` on the small grid, with their truth.
 fn slices_of(case_dir: &Path) -> Vec<PreparedSlice> {
-    export::prepare_study(case_dir, &common::small_preprocess(), true)
+    let files = CaseFiles::discover(case_dir).unwrap();
+    export::prepare_study(&files, &common::small_preprocess(), true)
         .unwrap()
         .into_iter()
         .filter(|s| s.brain_voxels > 0)

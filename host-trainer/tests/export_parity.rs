@@ -61,7 +61,8 @@ fn phantom_cases(
     let mut train = Vec::new();
     let mut held_out = Vec::new();
     for k in 1..=options.n_cases {
-        let slices = export::prepare_study(&dir.join(format!("case_{k}")), &config, true)?;
+        let files = strokeseg_io::CaseFiles::discover(&dir.join(format!("case_{k}")))?;
+        let slices = export::prepare_study(&files, &config, true)?;
         let with_brain = slices.into_iter().filter(|s| s.brain_voxels > 0);
         if k < options.n_cases {
             train.extend(with_brain);

@@ -1,10 +1,14 @@
 //! Preprocessed model inputs from studies on disk, for int8 calibration and the export
 //! tests: the same two passes the edge runtime makes (`Study::gather_stats`, then
-//! `prepare_model_input` per slice), so calibration sees exactly what the model will see.
+//! `prepare_model_input` per slice), so calibration sees exactly what the model will see —
+//! including maps computed from the raw series for a model trained on computed maps (the
+//! training data's [`crate::data::maps::case_files`] and its cache).
 
 use std::path::Path;
 
-use strokeseg_io::{Dataset, PatientGrouping, SlicePreparer, Study};
+use strokeseg_io::{
+    CaseFiles, Dataset, GridTolerance, PatientGrouping, ReadLimits, SlicePreparer, Study,
+};
 use strokeseg_shared::PreprocessConfig;
 
 use super::ExportError;
@@ -26,17 +30,27 @@ fn io_err(case_dir: &Path, err: impl std::fmt::Display) -> ExportError {
     ExportError::Calibration(format!("{}: {err}", case_dir.display()))
 }
 
-/// Every slice of the study in `case_dir`, preprocessed with `config` (and its ground truth
-/// mapped onto the model grid when `with_truth`). Memory: the returned slices plus one
-/// image slice per channel.
+/// Every slice of the study `files`, preprocessed with `config` (and its ground truth
+/// mapped onto the model grid when `with_truth`), from the maps `config.maps` names (the
+/// case's own, or computed from its raw series as in training). Memory: the returned slices
+/// plus one image slice per channel.
 pub fn prepare_study(
-    case_dir: &Path,
+    files: &CaseFiles,
     config: &PreprocessConfig,
     with_truth: bool,
 ) -> Result<Vec<PreparedSlice>, ExportError> {
+    let case_dir = files.case_dir.as_path();
     let modalities: Vec<_> = config.channels.iter().map(|c| c.modality).collect();
-    let mut study =
-        Study::open(case_dir, &modalities, with_truth).map_err(|e| io_err(case_dir, e))?;
+    let files = crate::data::maps::case_files(files, config.maps, &crate::data::maps::cache_dir())
+        .map_err(|e| io_err(case_dir, e))?;
+    let mut study = Study::open_files(
+        files,
+        &modalities,
+        with_truth,
+        &ReadLimits::default(),
+        GridTolerance::default(),
+    )
+    .map_err(|e| io_err(case_dir, e))?;
     let stats = study
         .gather_stats(config)
         .map_err(|e| io_err(case_dir, e))?;
@@ -118,7 +132,7 @@ pub fn calibration_inputs(
         if want == 0 {
             break;
         }
-        let slices = prepare_study(&case.files.case_dir, config, false)?;
+        let slices = prepare_study(&case.files, config, false)?;
         let with_brain: Vec<PreparedSlice> =
             slices.into_iter().filter(|s| s.brain_voxels > 0).collect();
         let step = (with_brain.len() as f64 / want as f64).max(1.0);
