@@ -14,6 +14,7 @@ mod error;
 pub mod geometry;
 pub mod read;
 pub mod retention;
+mod rle;
 pub mod sanitize;
 pub mod scp;
 pub mod scu;

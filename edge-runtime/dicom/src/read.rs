@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
+use dicom_dictionary_std::uids::{DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS};
 use dicom_object::{OpenFileOptions, open_file};
 use strokeseg_io::{CaseFiles, Dtype, NiftiWriter};
 use strokeseg_shared::modality::Modality;
@@ -287,19 +288,39 @@ pub fn validate_instance(
         });
     }
     // One parse: the file size bounds what it can allocate.
-    let obj = open_file(path).map_err(|e| DicomError::Parse {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let obj = open_file(path).map_err(|e| parse_error(path, e))?;
     let header = InstanceHeader::from_object(&obj, path)?;
     header.check_pixel_module(limits)?;
-    pixel_bytes(&obj, &header)?;
+    pixel_bytes(&obj, obj.meta().transfer_syntax(), &header)?;
     Ok(header)
 }
 
-/// The native pixel data of `obj`, checked to hold at least what `header` declares.
+/// The parse error of the whole file `path`. A deflated file says so: a corrupt or truncated
+/// deflate stream surfaces from the parser as an unreadable data set.
+fn parse_error(path: &Path, e: impl std::fmt::Display) -> DicomError {
+    let deflated = std::fs::File::open(path).ok().and_then(|f| {
+        let mut r = std::io::BufReader::new(f);
+        std::io::Read::read_exact(&mut r, &mut [0u8; 128]).ok()?;
+        dicom_object::meta::FileMetaTable::from_reader(r).ok()
+    });
+    let reason = match deflated {
+        Some(meta) if meta.transfer_syntax() == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
+            format!("{e} (Deflated Explicit VR Little Endian: corrupt or truncated deflate stream)")
+        }
+        _ => e.to_string(),
+    };
+    DicomError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// The native pixel data of `obj` (a file in transfer syntax `ts`), checked to hold at
+/// least what `header` declares. RLE Lossless pixel data is decoded here to the same native
+/// samples ([`crate::rle`]); other encapsulated pixel data is refused.
 fn pixel_bytes<'a>(
     obj: &'a Object,
+    ts: &str,
     header: &InstanceHeader,
 ) -> Result<std::borrow::Cow<'a, [u8]>, DicomError> {
     let bad = |reason: String| DicomError::BadAttribute {
@@ -312,12 +333,30 @@ fn pixel_bytes<'a>(
         .ok()
         .flatten()
         .ok_or_else(|| bad("missing".into()))?;
-    if elem.value().fragments().is_some() {
-        return Err(bad(
-            "encapsulated (compressed) pixel data is not decoded here".into(),
-        ));
-    }
-    let bytes = elem.to_bytes().map_err(|e| bad(e.to_string()))?;
+    let bytes = match elem.value().fragments() {
+        Some(fragments) if ts.trim_end_matches('\0') == RLE_LOSSLESS => {
+            if !header.bits_allocated.is_multiple_of(8) {
+                return Err(bad(format!(
+                    "RLE Lossless with {} bits allocated is not decoded (8 or 16)",
+                    header.bits_allocated
+                )));
+            }
+            let shape = crate::rle::FrameShape {
+                pixels: header.rows as usize * header.columns as usize,
+                samples_per_pixel: header.samples_per_pixel as usize,
+                bytes_per_sample: header.bits_allocated as usize / 8,
+            };
+            crate::rle::decode_frames(fragments, header.n_frames as usize, shape)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| bad(format!("corrupt RLE Lossless data: {e}")))?
+        }
+        Some(_) => {
+            return Err(bad(format!(
+                "encapsulated (compressed) pixel data in transfer syntax {ts} is not decoded here"
+            )));
+        }
+        None => elem.to_bytes().map_err(|e| bad(e.to_string()))?,
+    };
     let needed = header.pixel_data_bytes();
     if (bytes.len() as u64) < needed {
         return Err(bad(format!(
@@ -349,11 +388,8 @@ pub fn read_slice_f32(header: &InstanceHeader, out: &mut [f32]) -> Result<(), Di
             ),
         });
     }
-    let obj = open_file(&header.path).map_err(|e| DicomError::Parse {
-        path: header.path.clone(),
-        reason: e.to_string(),
-    })?;
-    let bytes = pixel_bytes(&obj, header)?;
+    let obj = open_file(&header.path).map_err(|e| parse_error(&header.path, e))?;
+    let bytes = pixel_bytes(&obj, obj.meta().transfer_syntax(), header)?;
     let (slope, intercept) = (header.rescale_slope, header.rescale_intercept);
     let apply = |stored: f64| (stored * slope + intercept) as f32;
     match (header.bits_allocated, header.signed) {

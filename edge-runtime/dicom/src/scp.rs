@@ -1,7 +1,9 @@
 //! Storage SCP: C-ECHO and C-STORE on a configured AE title and port, calling AE titles
 //! (and optionally peer addresses) on an allow-list, CT / Enhanced CT / Secondary Capture
-//! storage in Implicit or Explicit VR Little Endian (compressed syntaxes are refused at
-//! negotiation, so the sender falls back to an uncompressed one).
+//! storage in Implicit or Explicit VR Little Endian, Deflated Explicit VR Little Endian or
+//! RLE Lossless (the compressed syntaxes with a pure-Rust decoder); every other syntax is
+//! refused at negotiation, with a log line, so the sender falls back to an accepted one.
+//! Instances are spooled as received, in the negotiated syntax; the reader decodes.
 //!
 //! Every instance is streamed to `spool/incoming/<n>.dcm.tmp` as its P-DATA arrives (never
 //! a whole instance, let alone a series, in memory), checked ([`validate_instance`]), and
@@ -28,7 +30,10 @@ use dicom_object::meta::FileMetaTableBuilder;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_ul::association::Association as _;
 use dicom_ul::association::server::AccessControl;
-use dicom_ul::pdu::{AssociationRJServiceUserReason, PDataValue, PDataValueType, UserIdentity};
+use dicom_ul::pdu::{
+    AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
+    UserIdentity,
+};
 use dicom_ul::{Pdu, ServerAssociation, ServerAssociationOptions};
 
 use crate::attr::Object;
@@ -51,11 +56,15 @@ pub const ARCHIVE_SOP_CLASSES: &[&str] = &[
     uids::COMPREHENSIVE_SR_STORAGE,
 ];
 
-/// The transfer syntaxes accepted: uncompressed only (no pure-Rust decoder is linked for
-/// the compressed ones).
+/// The transfer syntaxes accepted, in order of preference among those a sender proposes in
+/// one presentation context: uncompressed, deflated (flate2, pure Rust) and RLE Lossless
+/// (decoded by this crate). JPEG, JPEG-LS, JPEG 2000 and the rest are refused: no pure-Rust
+/// decoder is linked for them, and the static aarch64-musl build takes no C codec.
 pub const ACCEPTED_TRANSFER_SYNTAXES: &[&str] = &[
     uids::EXPLICIT_VR_LITTLE_ENDIAN,
     uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    uids::RLE_LOSSLESS,
 ];
 
 /// DIMSE status: success.
@@ -177,6 +186,16 @@ pub enum ScpEvent {
     Duplicate {
         /// SOP Instance UID.
         sop_instance_uid: String,
+    },
+    /// A proposed presentation context of an accepted storage class was refused at
+    /// negotiation: no accepted transfer syntax among those proposed.
+    ContextRefused {
+        /// The peer's AE title.
+        calling_ae: String,
+        /// The abstract syntax (SOP Class UID) proposed.
+        abstract_syntax: String,
+        /// Why.
+        reason: String,
     },
     /// An instance was refused with a failure status.
     Failed {
@@ -472,6 +491,16 @@ fn emit(events: Option<&std::sync::mpsc::Sender<ScpEvent>>, event: ScpEvent) {
         }
         ScpEvent::Rejected { .. } => {}
         ScpEvent::Echo => tracing::info!("C-ECHO answered"),
+        ScpEvent::ContextRefused {
+            calling_ae,
+            abstract_syntax,
+            reason,
+        } => tracing::warn!(
+            calling_ae,
+            abstract_syntax,
+            reason,
+            "presentation context refused at negotiation"
+        ),
         ScpEvent::Stored {
             sop_instance_uid,
             path,
@@ -567,6 +596,33 @@ fn handle_association(
             peer,
         },
     );
+    for pc in association.presentation_contexts() {
+        let reason = match pc.reason {
+            PresentationContextResultReason::Acceptance => {
+                tracing::debug!(
+                    calling_ae,
+                    abstract_syntax = pc.abstract_syntax,
+                    transfer_syntax = pc.transfer_syntax.trim_end_matches('\0'),
+                    "presentation context accepted"
+                );
+                continue;
+            }
+            PresentationContextResultReason::TransferSyntaxesNotSupported => format!(
+                "none of the proposed transfer syntaxes is accepted (accepted: {})",
+                ACCEPTED_TRANSFER_SYNTAXES.join(", ")
+            ),
+            // storescu proposes every storage class it knows: not worth a warning each.
+            _ => continue,
+        };
+        emit(
+            events,
+            ScpEvent::ContextRefused {
+                calling_ae: calling_ae.clone(),
+                abstract_syntax: pc.abstract_syntax.clone(),
+                reason,
+            },
+        );
+    }
     let mut command: Vec<u8> = Vec::new();
     let mut receiving: Option<Receiving> = None;
     loop {

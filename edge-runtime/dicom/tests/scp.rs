@@ -620,3 +620,297 @@ fn compressed_transfer_syntaxes_are_refused_at_negotiation() {
     );
     fallback.release().unwrap();
 }
+
+/// `tool args… src dst` for every file of `written`, into `dst_dir` (flat, numbered).
+fn converted(tool: &Path, args: &[&str], written: &WrittenStudy, dst_dir: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dst_dir).unwrap();
+    written
+        .files()
+        .enumerate()
+        .map(|(i, src)| {
+            let dst = dst_dir.join(format!("{i}.dcm"));
+            let (src_s, dst_s) = (src.display().to_string(), dst.display().to_string());
+            let mut a = args.to_vec();
+            a.extend([src_s.as_str(), dst_s.as_str()]);
+            let (ok, out) = common::run(tool, &a);
+            assert!(ok, "{} {a:?}: {out}", tool.display());
+            dst
+        })
+        .collect()
+}
+
+/// The transfer syntax in the file meta of `path`.
+fn transfer_syntax(path: &Path) -> String {
+    dicom_object::OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap()
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_owned()
+}
+
+/// The case folder's NIfTI volumes of the study `study_uid` in `spool`, file name → bytes.
+fn case_volumes(spool: &Path, study_uid: &str, case_dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let study = DicomStudy::from_dir(
+        &spool.join("studies").join(study_uid),
+        &RecognizerConfig::default(),
+    )
+    .unwrap();
+    let files = study.write_case_folder(case_dir).unwrap();
+    files
+        .files
+        .values()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rle_and_deflated_pushes_read_as_the_uncompressed_push() {
+    let test = "rle_and_deflated_pushes_read_as_the_uncompressed_push";
+    let (Some(storescu_bin), Some(dcmcrle), Some(dcmconv)) = (
+        common::tool("storescu", test),
+        common::tool("dcmcrle", test),
+        common::tool("dcmconv", test),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let case = common::small_case();
+    let written = write_phantom_study(
+        &case,
+        &dir.path().join("sent"),
+        &PhantomSeriesOptions::default(),
+    )
+    .unwrap();
+    let n = written.files().count();
+    let plain: Vec<PathBuf> = written.files().cloned().collect();
+    let rle = converted(&dcmcrle, &[], &written, &dir.path().join("rle"));
+    let deflated = converted(&dcmconv, &["+td"], &written, &dir.path().join("deflated"));
+    assert_eq!(transfer_syntax(&rle[0]), uids::RLE_LOSSLESS);
+    assert_eq!(
+        transfer_syntax(&deflated[0]),
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    );
+
+    let mut volumes = Vec::new();
+    for (name, files, propose, ts) in [
+        ("plain", &plain, "-xe", uids::EXPLICIT_VR_LITTLE_ENDIAN),
+        ("rle", &rle, "-xr", uids::RLE_LOSSLESS),
+        (
+            "deflated",
+            &deflated,
+            "-xd",
+            uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+        ),
+    ] {
+        let spool = dir.path().join(format!("spool-{name}"));
+        let scp = RunningScp::start(&spool);
+        let mut args = vec![
+            "-v",
+            "-nh",
+            propose,
+            "-aet",
+            SCANNER_AE,
+            "-aec",
+            OUR_AE,
+            "127.0.0.1",
+        ];
+        let port = scp.port();
+        args.push(&port);
+        let paths: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        args.extend(paths.iter().map(String::as_str));
+        let (ok, out) = common::run(&storescu_bin, &args);
+        assert!(ok, "{name}: storescu failed: {out}");
+        let got = received(&spool);
+        assert_eq!(got.len(), n, "{name}: {out}");
+        // The association accepted the syntax: the instances are spooled as received.
+        for f in &got {
+            assert_eq!(transfer_syntax(f), ts, "{name}: {}", f.display());
+        }
+        let events = scp.drain();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ScpEvent::ContextRefused { .. } | ScpEvent::Failed { .. })),
+            "{name}: {events:?}"
+        );
+        volumes.push((
+            name,
+            case_volumes(
+                &spool,
+                &written.study.study_uid,
+                &dir.path().join(format!("case-{name}")),
+            ),
+        ));
+    }
+    // Decoded to the same native samples: the segmenter's inputs are byte-identical.
+    let (_, reference) = &volumes[0];
+    assert_eq!(reference.len(), 5);
+    for (name, v) in &volumes[1..] {
+        assert!(
+            v == reference,
+            "{name}: case volumes differ from the uncompressed push"
+        );
+    }
+}
+
+#[test]
+fn a_refused_syntax_falls_back_and_corrupt_compressed_data_is_rejected() {
+    let test = "a_refused_syntax_falls_back_and_corrupt_compressed_data_is_rejected";
+    let (Some(storescu_bin), Some(dcmcrle), Some(dcmcjpls), Some(dcmconv)) = (
+        common::tool("storescu", test),
+        common::tool("dcmcrle", test),
+        common::tool("dcmcjpls", test),
+        common::tool("dcmconv", test),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let case = common::small_case();
+    let written = write_phantom_study(
+        &case,
+        &dir.path().join("sent"),
+        &PhantomSeriesOptions::default(),
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let scp = RunningScp::start(&spool);
+    let one = WrittenStudy {
+        series: vec![written.series[1].clone()],
+        ..written.clone()
+    };
+
+    // JPEG 2000 and JPEG-LS: refused at negotiation (no pure-Rust decoder linked), the
+    // event (and log line) naming the refusal. Uncompressed files proposed as JPEG 2000
+    // Lossless or uncompressed: storescu falls back to the uncompressed context. JPEG-LS
+    // files: storescu (no JPEG-LS decoder of its own) fails to send them. Never stored in a
+    // refused syntax, nothing half-stored.
+    let port = scp.port();
+    let jls = converted(&dcmcjpls, &[], &one, &dir.path().join("jls"));
+    assert_eq!(transfer_syntax(&jls[0]), "1.2.840.10008.1.2.4.80");
+    let plain = one.series[0].files.clone();
+    for (compressed, propose, refused, falls_back) in [
+        (&plain, "-xv", "JPEG 2000 Lossless", true),
+        (&jls, "-xt", "JPEG-LS Lossless", false),
+    ] {
+        let paths: Vec<String> = compressed.iter().map(|f| f.display().to_string()).collect();
+        let mut args = vec!["-v", "-nh", propose, "-aet", SCANNER_AE, "-aec", OUR_AE];
+        args.extend(["127.0.0.1", port.as_str()]);
+        args.extend(paths.iter().map(String::as_str));
+        let (_, out) = common::run(&storescu_bin, &args);
+        let events = scp.drain();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                ScpEvent::ContextRefused { abstract_syntax, reason, .. }
+                    if abstract_syntax == uids::CT_IMAGE_STORAGE
+                        && reason.contains("none of the proposed transfer syntaxes")
+            )),
+            "{refused}: {events:?}\n{out}"
+        );
+        let got = received(&spool);
+        for f in &got {
+            assert_eq!(
+                transfer_syntax(f),
+                uids::EXPLICIT_VR_LITTLE_ENDIAN,
+                "{refused}"
+            );
+        }
+        if !falls_back {
+            assert!(got.is_empty(), "{refused}: {out}");
+            continue;
+        }
+        assert_eq!(got.len(), compressed.len(), "{refused}: {out}");
+        let slice = case.slice_voxels();
+        let (mut a, mut b) = (vec![0f32; slice], vec![0f32; slice]);
+        for (file, sop) in one.series[0]
+            .files
+            .iter()
+            .zip(&one.series[0].sop_instance_uids)
+        {
+            let path = spool
+                .join("studies")
+                .join(&one.study.study_uid)
+                .join(&one.series[0].series_uid)
+                .join(format!("{sop}.dcm"));
+            read_slice_f32(&InstanceHeader::read(file).unwrap(), &mut a).unwrap();
+            read_slice_f32(&InstanceHeader::read(&path).unwrap(), &mut b).unwrap();
+            assert_eq!(a, b, "{refused}: {}", path.display());
+        }
+        for f in got {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+
+    // A corrupt RLE instance (its second segment cut short): 0xC000, a reason naming the
+    // file and the segment, nothing spooled.
+    let rle = converted(&dcmcrle, &[], &one, &dir.path().join("rle"));
+    let corrupt = edited(&rle[0], &dir.path().join("corrupt-rle.dcm"), |o| {
+        let mut value = o.take_element(tags::PIXEL_DATA).unwrap().into_value();
+        let fragment = &mut value.fragments_mut().unwrap()[0];
+        let second = u32::from_le_bytes(fragment[8..12].try_into().unwrap()) as usize;
+        fragment.truncate(second + 64);
+        o.put(dicom_core::DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            value,
+        ));
+    });
+    let corrupt_s = corrupt.display().to_string();
+    let (_, out) = common::run(
+        &storescu_bin,
+        &[
+            "-v",
+            "-nh",
+            "-xr",
+            "-aet",
+            SCANNER_AE,
+            "-aec",
+            OUR_AE,
+            "127.0.0.1",
+            &port,
+            &corrupt_s,
+        ],
+    );
+    let events = scp.drain();
+    let (status, reason) = events
+        .iter()
+        .find_map(|e| match e {
+            ScpEvent::Failed { status, reason, .. } => Some((*status, reason.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("corrupt RLE accepted: {events:?}\n{out}"));
+    println!("corrupt RLE refused: {reason}");
+    assert_eq!(status, STATUS_CANNOT_UNDERSTAND, "{reason}");
+    assert!(
+        reason.contains("corrupt RLE") && reason.contains("segment 2"),
+        "{reason}"
+    );
+    assert!(out.contains("CannotUnderstand"), "{out}");
+    assert!(received(&spool).is_empty());
+
+    // A bad deflate stream in a file: a clear error naming the file, no panic.
+    let deflated = converted(&dcmconv, &["+td"], &one, &dir.path().join("deflated"));
+    let mut bytes = std::fs::read(&deflated[0]).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[len / 2..len / 2 + 64] {
+        *b ^= 0x5A;
+    }
+    let broken = dir.path().join("bad-deflate.dcm");
+    std::fs::write(&broken, &bytes).unwrap();
+    let cut = dir.path().join("cut-deflate.dcm");
+    std::fs::write(&cut, &bytes[..len / 3]).unwrap();
+    for f in [&broken, &cut] {
+        let e = validate_instance(f, &InstanceLimits::default()).unwrap_err();
+        println!("bad deflate stream refused: {e}");
+        assert!(e.to_string().contains(&f.display().to_string()), "{e}");
+        assert!(e.to_string().contains("deflate stream"), "{e}");
+    }
+}
