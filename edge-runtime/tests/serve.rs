@@ -246,8 +246,20 @@ impl Drop for Node {
 
 /// storescu of `files` to the node as `calling`; (success, output).
 fn storescu(bin: &Path, port: u16, calling: &str, files: &[PathBuf]) -> (bool, String) {
+    storescu_proposing(bin, port, calling, &[], files)
+}
+
+/// [`storescu`] with storescu's transfer-syntax options `propose` (`-xr`, `-xd`, …).
+fn storescu_proposing(
+    bin: &Path,
+    port: u16,
+    calling: &str,
+    propose: &[&str],
+    files: &[PathBuf],
+) -> (bool, String) {
     let mut cmd = Command::new(bin);
     cmd.env("TCP_NODELAY", "1")
+        .args(propose)
         .args(["-aet", calling, "-aec", "STROKESEG", "127.0.0.1"])
         .arg(port.to_string())
         .args(files);
@@ -356,6 +368,91 @@ fn storescu_to_serve_to_storescp_gives_a_valid_seg_equal_to_the_mask() {
     // The study went through watch's queue.
     assert_eq!(node.studies_in("done").len(), 1);
     assert!(node.studies_in("failed").is_empty());
+}
+
+#[test]
+fn rle_and_deflated_pushes_segment_to_the_mask_of_the_uncompressed_push() {
+    let test = "rle_and_deflated_pushes_segment_to_the_mask_of_the_uncompressed_push";
+    let (Some(storescu_bin), Some(storescp), Some(dcmcrle), Some(dcmconv)) = (
+        tool("storescu", test),
+        tool("storescp", test),
+        tool("dcmcrle", test),
+        tool("dcmconv", test),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (case, written) = phantom_study(&dir.path().join("scanner"), "compressed", false);
+    let model = common::fp32_model(dir.path());
+    let plain: Vec<PathBuf> = written.files().cloned().collect();
+    // dcmtk compresses the scanner's files: RLE Lossless, Deflated Explicit VR LE.
+    let converted = |bin: &Path, args: &[&str], name: &str| -> Vec<PathBuf> {
+        let out_dir = dir.path().join(name);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        plain
+            .iter()
+            .enumerate()
+            .map(|(i, src)| {
+                let dst = out_dir.join(format!("{i}.dcm"));
+                let out = Command::new(bin)
+                    .args(args)
+                    .arg(src)
+                    .arg(&dst)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}: {out:?}", bin.display());
+                dst
+            })
+            .collect()
+    };
+    let rle = converted(&dcmcrle, &[], "rle");
+    let deflated = converted(&dcmconv, &["+td"], "deflated");
+    let mut masks = Vec::new();
+    for (name, files, propose) in [
+        ("uncompressed", &plain, "-xe"),
+        ("rle", &rle, "-xr"),
+        ("deflated", &deflated, "-xd"),
+    ] {
+        let d = dir.path().join(format!("run-{name}"));
+        let pacs_port = free_port();
+        let pacs = Pacs::start(&storescp, pacs_port, &d.join("pacs"));
+        let mut node = Node::with_model(&d, pacs_port, &model);
+        node.start();
+        let (ok, out) = storescu_proposing(&storescu_bin, node.port, "TEST_CT", &[propose], files);
+        assert!(ok, "{name}: storescu: {out}");
+        let expected = 2 + case.n_slices();
+        let received = pacs.wait_for(expected, Duration::from_secs(30));
+        assert_eq!(
+            received.len(),
+            expected,
+            "{name}: {received:?}\n{}",
+            node.log_text()
+        );
+        assert!(
+            !node.log_text().contains("presentation context refused"),
+            "{name}: {}",
+            node.log_text()
+        );
+        let mask = nifti_mask(&node);
+        let seg = received
+            .iter()
+            .find(|p| is_seg(p))
+            .expect("a SEG at the PACS");
+        assert_eq!(
+            seg_frames(seg, mask.len()),
+            mask,
+            "{name}: SEG frames = mask"
+        );
+        masks.push((name, mask));
+    }
+    let (_, reference) = &masks[0];
+    assert!(reference.contains(&1), "the phantom lesion is found");
+    for (name, mask) in &masks[1..] {
+        assert!(
+            mask == reference,
+            "{name}: mask differs from the uncompressed push"
+        );
+    }
 }
 
 #[test]
