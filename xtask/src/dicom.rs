@@ -20,7 +20,9 @@ use anyhow::{Context, Result, bail};
 use crate::process;
 
 /// The programs the tests start, and the Debian packages that have them.
-const PROGRAMS: &[&str] = &["storescu", "storescp", "echoscu", "dcmdump", "dciodvfy"];
+const PROGRAMS: &[&str] = &[
+    "storescu", "storescp", "echoscu", "dcmdump", "dcmcrle", "dcmconv", "dcmcjpls", "dciodvfy",
+];
 const PACKAGES: &[&str] = &["dcmtk", "dicom3tools"];
 
 /// Runs the step.
