@@ -5,7 +5,12 @@
 //! sizes refused, naming the series) and, finally, the case folder of NIfTI volumes that
 //! `strokeseg_io::Study` opens like any other study: one study type for NIfTI and DICOM.
 //!
-//! Memory: one instance's pixel data at a time, whatever the series length.
+//! A multi-frame (Enhanced CT) instance enters the same path as one header per frame
+//! ([`InstanceHeader::frames`]: geometry, rescale and time point from the functional
+//! groups), so grouping, recognition and geometry are those of single-frame images.
+//!
+//! Memory: one instance's pixel data at a time, whatever the series length (a multi-frame
+//! instance's pixel data is read once and kept while its frames are read, [`SliceReader`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,6 +101,12 @@ pub struct InstanceHeader {
     pub temporal: Option<f64>,
     /// Patient and study attributes.
     pub study: StudyAttributes,
+    /// The frame (0-based) of a multi-frame (Enhanced CT) instance this header stands for,
+    /// its geometry, rescale and time taken from the functional groups
+    /// ([`InstanceHeader::frames`]); `None` for a single-frame image.
+    pub frame: Option<u32>,
+    /// Time of day (s) of a frame's Frame Acquisition DateTime (Enhanced CT).
+    pub frame_time_s: Option<f64>,
 }
 
 fn time_of_day_s(text: &str) -> Option<f64> {
@@ -114,6 +125,27 @@ fn time_of_day_s(text: &str) -> Option<f64> {
         .and_then(|(_, f)| format!("0.{f}").parse::<f64>().ok())
         .unwrap_or(0.0);
     Some(part(0) * 3600.0 + part(2) * 60.0 + part(4) + fraction)
+}
+
+/// The items of the sequence `tag` of `obj`, `None` when absent or not a sequence.
+fn sequence_items(obj: &Object, tag: dicom_core::Tag) -> Option<&[Object]> {
+    obj.element_opt(tag).ok().flatten()?.items()
+}
+
+/// `e` with "frame N: " before its reason.
+fn in_frame(e: DicomError, frame: usize) -> DicomError {
+    match e {
+        DicomError::BadAttribute {
+            path,
+            attribute,
+            reason,
+        } => DicomError::BadAttribute {
+            path,
+            attribute,
+            reason: format!("frame {frame}: {reason}"),
+        },
+        other => other,
+    }
 }
 
 impl InstanceHeader {
@@ -211,7 +243,184 @@ impl InstanceHeader {
             rescale_intercept: one(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0),
             temporal,
             study: StudyAttributes::from_object(obj),
+            frame: None,
+            frame_time_s: None,
         })
+    }
+
+    /// Reads the header of `path` as the images it holds: itself for a single-frame image,
+    /// one header per frame for a multi-frame (Enhanced CT) instance ([`Self::frames`]).
+    pub fn read_frames(path: &Path) -> Result<Vec<InstanceHeader>, DicomError> {
+        let obj = OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(path)
+            .map_err(|e| DicomError::Parse {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        InstanceHeader::from_object(&obj, path)?.frames(&obj)
+    }
+
+    /// The images of this instance (`obj` is its data set): itself when it has no
+    /// Per-frame Functional Groups Sequence; otherwise one header per frame, each as a
+    /// single-frame image would be (Image Position/Orientation (Patient) from the Plane
+    /// Position/Orientation Sequences, Pixel Spacing and Slice Thickness from the Pixel
+    /// Measures Sequence, Rescale Slope/Intercept from the Pixel Value Transformation
+    /// Sequence, each from the frame's functional group, else the shared one; Temporal
+    /// Position Index and Frame Acquisition DateTime from the Frame Content Sequence).
+    /// Errors name the file and the frame: a per-frame sequence whose length is not
+    /// Number of Frames, a missing attribute a frame needs, frames of several orientations.
+    pub fn frames(self, obj: &Object) -> Result<Vec<InstanceHeader>, DicomError> {
+        let path = self.path.clone();
+        let bad = |attribute: &'static str, reason: String| DicomError::BadAttribute {
+            path: path.clone(),
+            attribute,
+            reason,
+        };
+        let per_frame = match sequence_items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE) {
+            Some(items) => items,
+            None if self.n_frames > 1 => {
+                return Err(bad(
+                    "PerFrameFunctionalGroupsSequence",
+                    format!(
+                        "missing in a multi-frame instance of {} frames",
+                        self.n_frames
+                    ),
+                ));
+            }
+            None => return Ok(vec![self]),
+        };
+        if per_frame.len() != self.n_frames as usize {
+            return Err(bad(
+                "PerFrameFunctionalGroupsSequence",
+                format!(
+                    "{} items for NumberOfFrames {}",
+                    per_frame.len(),
+                    self.n_frames
+                ),
+            ));
+        }
+        let shared = sequence_items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+            .and_then(|items| items.first());
+        let mut out = Vec::with_capacity(per_frame.len());
+        let mut first_orientation: Option<[f64; 6]> = None;
+        for (k, group) in per_frame.iter().enumerate() {
+            let frame = k + 1;
+            // The macro item `macro_tag` of this frame's functional group, else the shared.
+            let item = |macro_tag| {
+                [Some(group), shared]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|g| sequence_items(g, macro_tag).and_then(|i| i.first()))
+            };
+            let values =
+                |macro_tag, tag, keyword: &'static str| -> Result<Option<Vec<f64>>, DicomError> {
+                    match item(macro_tag) {
+                        Some(i) => opt_f64s(i, tag, keyword, &path).map_err(|e| in_frame(e, frame)),
+                        None => Ok(None),
+                    }
+                };
+            let need = |macro_tag, macro_name: &str, tag, keyword: &'static str, n: usize| {
+                let v = values(macro_tag, tag, keyword)?.ok_or_else(|| {
+                    bad(
+                        keyword,
+                        format!(
+                            "frame {frame}: missing (no {macro_name} in its or the shared functional group)"
+                        ),
+                    )
+                })?;
+                if v.len() != n {
+                    return Err(bad(
+                        keyword,
+                        format!("frame {frame}: {} values, expected {n}: {v:?}", v.len()),
+                    ));
+                }
+                Ok(v)
+            };
+            let position = need(
+                tags::PLANE_POSITION_SEQUENCE,
+                "Plane Position Sequence",
+                tags::IMAGE_POSITION_PATIENT,
+                "ImagePositionPatient",
+                3,
+            )?;
+            let orientation = need(
+                tags::PLANE_ORIENTATION_SEQUENCE,
+                "Plane Orientation Sequence",
+                tags::IMAGE_ORIENTATION_PATIENT,
+                "ImageOrientationPatient",
+                6,
+            )?;
+            let spacing = need(
+                tags::PIXEL_MEASURES_SEQUENCE,
+                "Pixel Measures Sequence",
+                tags::PIXEL_SPACING,
+                "PixelSpacing",
+                2,
+            )?;
+            let orientation = [
+                orientation[0],
+                orientation[1],
+                orientation[2],
+                orientation[3],
+                orientation[4],
+                orientation[5],
+            ];
+            match first_orientation {
+                None => first_orientation = Some(orientation),
+                Some(o)
+                    if o.iter()
+                        .zip(&orientation)
+                        .any(|(a, b)| (a - b).abs() > 1e-4) =>
+                {
+                    return Err(bad(
+                        "ImageOrientationPatient",
+                        format!(
+                            "frame {frame}: orientation {orientation:?} differs from frame 1's {o:?} (mixed orientations in one instance)"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            let one = |macro_tag, tag, keyword| -> Result<Option<f64>, DicomError> {
+                Ok(values(macro_tag, tag, keyword)?.and_then(|v| v.first().copied()))
+            };
+            let content = item(tags::FRAME_CONTENT_SEQUENCE);
+            let frame_time_s = content
+                .and_then(|c| opt_str(c, tags::FRAME_ACQUISITION_DATE_TIME))
+                .and_then(|dt| dt.get(8..).and_then(time_of_day_s));
+            let temporal = match one(
+                tags::FRAME_CONTENT_SEQUENCE,
+                tags::TEMPORAL_POSITION_INDEX,
+                "TemporalPositionIndex",
+            )? {
+                Some(v) => Some(v),
+                None => frame_time_s.or(self.temporal),
+            };
+            let transform = tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE;
+            let mut h = self.clone();
+            h.frame = Some(k as u32);
+            h.position_lps = Some([position[0], position[1], position[2]]);
+            h.orientation = Some(orientation);
+            h.pixel_spacing_mm = Some([spacing[0], spacing[1]]);
+            h.slice_thickness_mm = one(
+                tags::PIXEL_MEASURES_SEQUENCE,
+                tags::SLICE_THICKNESS,
+                "SliceThickness",
+            )?
+            .or(self.slice_thickness_mm);
+            h.rescale_slope =
+                one(transform, tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(self.rescale_slope);
+            h.rescale_intercept = one(transform, tags::RESCALE_INTERCEPT, "RescaleIntercept")?
+                .unwrap_or(self.rescale_intercept);
+            if h.rescale_slope == 0.0 {
+                return Err(bad("RescaleSlope", format!("frame {frame}: 0")));
+            }
+            h.temporal = temporal;
+            h.frame_time_s = frame_time_s;
+            out.push(h);
+        }
+        Ok(out)
     }
 
     /// Checks the image pixel module against `limits`: rows and columns in
@@ -292,6 +501,8 @@ pub fn validate_instance(
     let header = InstanceHeader::from_object(&obj, path)?;
     header.check_pixel_module(limits)?;
     pixel_bytes(&obj, obj.meta().transfer_syntax(), &header)?;
+    // A multi-frame instance whose frames cannot be read is refused before it is acknowledged.
+    header.clone().frames(&obj)?;
     Ok(header)
 }
 
@@ -358,9 +569,12 @@ fn pixel_bytes<'a>(
         None => elem.to_bytes().map_err(|e| bad(e.to_string()))?,
     };
     let needed = header.pixel_data_bytes();
-    if (bytes.len() as u64) < needed {
+    // A multi-frame instance's frames are found by offset: a longer value is as wrong as
+    // a shorter one (one pad byte to an even length aside).
+    let too_long = header.n_frames > 1 && bytes.len() as u64 > needed + 1;
+    if (bytes.len() as u64) < needed || too_long {
         return Err(bad(format!(
-            "{} bytes, {} rows × {} columns × {} frames × {} bits need {needed}",
+            "{} bytes, {} rows × {} columns × {} frames (NumberOfFrames) × {} bits need {needed}",
             bytes.len(),
             header.rows,
             header.columns,
@@ -371,25 +585,81 @@ fn pixel_bytes<'a>(
     Ok(bytes)
 }
 
-/// Reads the single-frame grey-level image `header` into `out` (`rows × columns`
-/// values), Rescale Slope/Intercept applied.
+/// Reads the grey-level image `header` (a single-frame image or one frame of a
+/// multi-frame instance) into `out` (`rows × columns` values), Rescale Slope/Intercept
+/// applied. Parses the file each call; [`SliceReader`] keeps a multi-frame instance's pixel
+/// data between its frames.
 pub fn read_slice_f32(header: &InstanceHeader, out: &mut [f32]) -> Result<(), DicomError> {
-    let n = header.rows as usize * header.columns as usize;
-    if out.len() != n || header.samples_per_pixel != 1 || !matches!(header.bits_allocated, 8 | 16) {
-        return Err(DicomError::BadAttribute {
-            path: header.path.clone(),
-            attribute: "PixelData",
-            reason: format!(
-                "cannot read as one grey-level slice of {} values into {} ({} samples, {} bits)",
-                n,
-                out.len(),
-                header.samples_per_pixel,
-                header.bits_allocated
-            ),
-        });
+    SliceReader::default().read(header, out)
+}
+
+/// Reads images one after another ([`read_slice_f32`]), keeping the native pixel data of
+/// the last multi-frame instance read: the frames of one Enhanced CT instance, read in a
+/// row, parse (and, RLE, decode) it once. Memory: one single-frame image, or one
+/// multi-frame instance's pixel data, at a time.
+#[derive(Debug, Default)]
+pub struct SliceReader {
+    cached: Option<(PathBuf, Vec<u8>)>,
+}
+
+impl SliceReader {
+    /// Reads `header`'s image into `out`, as [`read_slice_f32`].
+    pub fn read(&mut self, header: &InstanceHeader, out: &mut [f32]) -> Result<(), DicomError> {
+        let n = header.rows as usize * header.columns as usize;
+        if out.len() != n
+            || header.samples_per_pixel != 1
+            || !matches!(header.bits_allocated, 8 | 16)
+        {
+            return Err(DicomError::BadAttribute {
+                path: header.path.clone(),
+                attribute: "PixelData",
+                reason: format!(
+                    "cannot read as one grey-level slice of {} values into {} ({} samples, {} bits)",
+                    n,
+                    out.len(),
+                    header.samples_per_pixel,
+                    header.bits_allocated
+                ),
+            });
+        }
+        let Some(frame) = header.frame else {
+            let obj = open_file(&header.path).map_err(|e| parse_error(&header.path, e))?;
+            let bytes = pixel_bytes(&obj, obj.meta().transfer_syntax(), header)?;
+            convert(header, &bytes, out);
+            return Ok(());
+        };
+        let cached = match self.cached.take() {
+            Some((path, bytes)) if path == header.path => (path, bytes),
+            _ => {
+                let obj = open_file(&header.path).map_err(|e| parse_error(&header.path, e))?;
+                let bytes = pixel_bytes(&obj, obj.meta().transfer_syntax(), header)?.into_owned();
+                (header.path.clone(), bytes)
+            }
+        };
+        let frame_bytes = n * header.bits_allocated as usize / 8;
+        let start = frame as usize * frame_bytes;
+        let bytes =
+            cached
+                .1
+                .get(start..start + frame_bytes)
+                .ok_or_else(|| DicomError::BadAttribute {
+                    path: header.path.clone(),
+                    attribute: "PixelData",
+                    reason: format!(
+                        "frame {}: bytes {start}..{} beyond the {} of the pixel data",
+                        frame + 1,
+                        start + frame_bytes,
+                        cached.1.len()
+                    ),
+                })?;
+        convert(header, bytes, out);
+        self.cached = Some(cached);
+        Ok(())
     }
-    let obj = open_file(&header.path).map_err(|e| parse_error(&header.path, e))?;
-    let bytes = pixel_bytes(&obj, obj.meta().transfer_syntax(), header)?;
+}
+
+/// Stored samples `bytes` (one image of `header`) → rescaled values in `out`.
+fn convert(header: &InstanceHeader, bytes: &[u8], out: &mut [f32]) {
     let (slope, intercept) = (header.rescale_slope, header.rescale_intercept);
     let apply = |stored: f64| (stored * slope + intercept) as f32;
     match (header.bits_allocated, header.signed) {
@@ -410,7 +680,6 @@ pub fn read_slice_f32(header: &InstanceHeader, out: &mut [f32]) -> Result<(), Di
             .zip(bytes.chunks_exact(2))
             .for_each(|(o, b)| *o = apply(f64::from(i16::from_le_bytes([b[0], b[1]])))),
     }
-    Ok(())
 }
 
 /// What a series is for the segmenter.
@@ -532,10 +801,16 @@ pub fn recognise_series(
     if map.is_none() && first.modality != "CT" {
         return Ok(ignored(format!("modality {:?}", first.modality), instances));
     }
-    if instances.iter().any(|i| i.n_frames > 1) {
+    if let Some(i) = instances
+        .iter()
+        .find(|i| i.n_frames > 1 && i.frame.is_none())
+    {
         return Err(series_error(
             &first,
-            "multi-frame instances (Enhanced CT) are not read yet; send single-frame images".into(),
+            format!(
+                "{}: a multi-frame instance not split into its frames (InstanceHeader::read_frames)",
+                i.path.display()
+            ),
         ));
     }
     // Group by slice position along the normal: more than one instance per position
@@ -727,7 +1002,8 @@ fn stack_geometry(
 }
 
 /// Every DICOM file under `dir` (recursively; files whose name ends in `.tmp` are staging
-/// files and skipped), headers read. Unreadable files are returned beside, with their error.
+/// files and skipped), headers read, a multi-frame instance as one header per frame
+/// ([`InstanceHeader::read_frames`]). Unreadable files are returned beside, with their error.
 pub fn scan_dir(dir: &Path) -> Result<(Vec<InstanceHeader>, Vec<DicomError>), DicomError> {
     let mut headers = Vec::new();
     let mut errors = Vec::new();
@@ -743,8 +1019,8 @@ pub fn scan_dir(dir: &Path) -> Result<(Vec<InstanceHeader>, Vec<DicomError>), Di
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "dcm") {
-                match InstanceHeader::read(&path) {
-                    Ok(h) => headers.push(h),
+                match InstanceHeader::read_frames(&path) {
+                    Ok(h) => headers.extend(h),
                     Err(e) => errors.push(e),
                 }
             }
@@ -790,7 +1066,7 @@ impl DicomStudy {
                     ),
                 });
             }
-            if !seen.insert(inst.sop_instance_uid.clone()) {
+            if !seen.insert((inst.sop_instance_uid.clone(), inst.frame)) {
                 // The same instance twice (a resend under another file name): keep one.
                 continue;
             }
@@ -912,6 +1188,16 @@ impl DicomStudy {
             })?;
         let per_frame = geometry.n_slices;
         let time_s = |inst: &InstanceHeader| -> Result<f64, DicomError> {
+            if let Some(frame) = inst.frame {
+                return inst.frame_time_s.ok_or_else(|| DicomError::BadAttribute {
+                    path: inst.path.clone(),
+                    attribute: "FrameAcquisitionDateTime",
+                    reason: format!(
+                        "frame {}: missing: the frame interval of the dynamic series is unknown",
+                        frame + 1
+                    ),
+                });
+            }
             let obj = OpenFileOptions::new()
                 .read_until(tags::PIXEL_DATA)
                 .open_file(&inst.path)
@@ -967,8 +1253,9 @@ impl DicomStudy {
             let path = case_dir.join(format!("{}.nii", modality.isles_tag()));
             let mut writer = NiftiWriter::create(&path, &header, Dtype::F32)?;
             let mut slice = vec![0f32; g.slice_voxels()];
+            let mut reader = SliceReader::default();
             for inst in &series.instances {
-                read_slice_f32(inst, &mut slice)?;
+                reader.read(inst, &mut slice)?;
                 writer.write_slice_f32(&slice)?;
             }
             files.insert(modality, writer.finish()?);
@@ -995,8 +1282,9 @@ impl DicomStudy {
             let path = case_dir.join(format!("{}.nii", modality.isles_tag()));
             let mut writer = NiftiWriter::create(&path, &header, Dtype::F32)?;
             let mut slice = vec![0f32; geometry.slice_voxels()];
+            let mut reader = SliceReader::default();
             for inst in &series.instances {
-                read_slice_f32(inst, &mut slice)?;
+                reader.read(inst, &mut slice)?;
                 writer.write_slice_f32(&slice)?;
             }
             files.insert(modality, writer.finish()?);

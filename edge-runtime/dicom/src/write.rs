@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use dicom_core::VR;
 use dicom_core::value::PrimitiveValue;
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::meta::FileMetaTableBuilder;
 use strokeseg_phantom::PhantomCase;
@@ -120,6 +120,10 @@ pub enum ImageClass {
     /// Secondary Capture Image Storage (`1.2.840.10008.5.1.4.1.1.7`), as some consoles
     /// export maps.
     SecondaryCapture,
+    /// Enhanced CT Image Storage (`1.2.840.10008.5.1.4.1.1.2.1`): the whole series (every
+    /// slice of every time point) as one multi-frame instance, geometry, rescale and time
+    /// point in the functional groups.
+    EnhancedCt,
 }
 
 impl ImageClass {
@@ -128,6 +132,7 @@ impl ImageClass {
         match self {
             ImageClass::Ct => uids::CT_IMAGE_STORAGE,
             ImageClass::SecondaryCapture => uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            ImageClass::EnhancedCt => uids::ENHANCED_CT_IMAGE_STORAGE,
         }
     }
 }
@@ -192,7 +197,8 @@ pub struct WrittenSeries {
 }
 
 /// Writes `spec` on `geometry` into `out_dir/<number>_<description>/`, one file per
-/// (frame, slice); `slice(frame, k)` gives the `rows × columns` values of slice `k` at time
+/// (frame, slice), or one multi-frame file for [`ImageClass::EnhancedCt`] (the series in
+/// memory while it is encoded); `slice(frame, k)` gives the `rows × columns` values of slice `k` at time
 /// point `frame` (row-major, NIfTI x fastest), in the series' units. SOP Instance UIDs are
 /// derived from the series UID, so the same inputs give the same files.
 pub fn write_series(
@@ -209,6 +215,9 @@ pub fn write_series(
     )));
     std::fs::create_dir_all(&dir).map_err(|e| DicomError::io(&dir, e))?;
     let n = geometry.slice_voxels();
+    if spec.class == ImageClass::EnhancedCt {
+        return write_enhanced_series(&dir, study, spec, geometry, uid_root, slice);
+    }
     let mut written = WrittenSeries {
         description: spec.description.clone(),
         series_uid: spec.series_uid.clone(),
@@ -394,11 +403,350 @@ fn image_object(
     obj
 }
 
+/// The Enhanced CT Image instance of `spec` (see [`write_series`]) as `dir/enhanced.dcm`:
+/// frames in (time point, slice) order; Pixel Measures, Plane Orientation, Pixel Value
+/// Transformation, Frame Anatomy, CT Image Frame Type and Irradiation Event Identification
+/// shared; Frame Content (time point, Frame Acquisition DateTime, dimension indices) and
+/// Plane Position per frame; the Multi-frame Dimension module indexes by Temporal Position
+/// Index (dynamic series) and Image Position (Patient).
+fn write_enhanced_series(
+    dir: &Path,
+    study: &StudyAttributes,
+    spec: &SeriesSpec,
+    geometry: &VolumeGeometry,
+    uid_root: &UidRoot,
+    mut slice: impl FnMut(usize, usize) -> Vec<f64>,
+) -> Result<WrittenSeries, DicomError> {
+    use crate::attr::put_seq;
+    let item = |f: &dyn Fn(&mut Object)| {
+        let mut o = Object::new_empty();
+        f(&mut o);
+        o
+    };
+    let n = geometry.slice_voxels();
+    let n_times = spec.n_frames.max(1);
+    let dynamic = spec.n_frames > 1;
+    let n_frames = n_times * geometry.n_slices;
+    let sop_uid = uid_root.derive(&format!("{}/enhanced", spec.series_uid));
+    let dimension_uid = uid_root.derive(&format!("{}/dimensions", spec.series_uid));
+    let mut obj = Object::new_empty();
+    study.put_into(&mut obj);
+    put_str(
+        &mut obj,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        uids::ENHANCED_CT_IMAGE_STORAGE,
+    );
+    put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &sop_uid);
+    // The phantom's images are synthesised, not acquired: DERIVED (an ORIGINAL frame needs
+    // the CT acquisition macros, tube current, exposure, reconstruction…, which would be
+    // invented). Value 2 of an Enhanced CT Image Type is PRIMARY only, value 3 its
+    // flavour: VOLUME, not AXIAL.
+    let mut image_type: Vec<&str> = spec
+        .image_type
+        .iter()
+        .map(|v| match v.as_str() {
+            "ORIGINAL" => "DERIVED",
+            "SECONDARY" => "PRIMARY",
+            "AXIAL" => "VOLUME",
+            other => other,
+        })
+        .collect();
+    image_type.resize(image_type.len().max(4), "NONE");
+    put_strs(&mut obj, tags::IMAGE_TYPE, VR::CS, &image_type);
+    let frame_type = image_type.clone();
+    put_str(&mut obj, tags::MODALITY, VR::CS, "CT");
+    put_str(&mut obj, tags::MANUFACTURER, VR::LO, MANUFACTURER);
+    put_str(
+        &mut obj,
+        tags::MANUFACTURER_MODEL_NAME,
+        VR::LO,
+        "phantom writer",
+    );
+    put_str(&mut obj, tags::DEVICE_SERIAL_NUMBER, VR::LO, "0");
+    put_str(
+        &mut obj,
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        env!("CARGO_PKG_VERSION"),
+    );
+    put_str(
+        &mut obj,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &spec.series_uid,
+    );
+    put_is(&mut obj, tags::SERIES_NUMBER, i64::from(spec.series_number));
+    put_str(
+        &mut obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        &spec.description,
+    );
+    put_is(&mut obj, tags::INSTANCE_NUMBER, 1);
+    put_str(&mut obj, tags::PATIENT_POSITION, VR::CS, "HFS");
+    put_str(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "HEAD");
+    if let Some(derivation) = &spec.derivation {
+        put_str(&mut obj, tags::DERIVATION_DESCRIPTION, VR::ST, derivation);
+    }
+    put_str(
+        &mut obj,
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        &study.frame_of_reference_uid,
+    );
+    put_str(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
+    let start_time = time_after(&study.study_time, 0.0);
+    put_str(&mut obj, tags::CONTENT_DATE, VR::DA, &study.study_date);
+    put_str(&mut obj, tags::CONTENT_TIME, VR::TM, &start_time);
+    put_str(
+        &mut obj,
+        tags::ACQUISITION_DATE_TIME,
+        VR::DT,
+        &format!("{}{start_time}", study.study_date),
+    );
+    if dynamic {
+        put_fd(
+            &mut obj,
+            tags::ACQUISITION_DURATION,
+            spec.frame_interval_s * n_times as f64,
+        );
+    }
+    put_is(&mut obj, tags::ACQUISITION_NUMBER, 1);
+    put_str(&mut obj, tags::CONTENT_QUALIFICATION, VR::CS, "PRODUCT");
+    put_str(&mut obj, tags::PIXEL_PRESENTATION, VR::CS, "MONOCHROME");
+    put_str(&mut obj, tags::VOLUMETRIC_PROPERTIES, VR::CS, "VOLUME");
+    put_str(
+        &mut obj,
+        tags::VOLUME_BASED_CALCULATION_TECHNIQUE,
+        VR::CS,
+        "NONE",
+    );
+    put_str(&mut obj, tags::BURNED_IN_ANNOTATION, VR::CS, "NO");
+    put_str(&mut obj, tags::RECOGNIZABLE_VISUAL_FEATURES, VR::CS, "NO");
+    put_str(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
+    put_str(&mut obj, tags::PRESENTATION_LUT_SHAPE, VR::CS, "IDENTITY");
+    put_seq(&mut obj, tags::ACQUISITION_CONTEXT_SEQUENCE, Vec::new());
+    put_seq(
+        &mut obj,
+        tags::DIMENSION_ORGANIZATION_SEQUENCE,
+        vec![item(&|o| {
+            put_str(o, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dimension_uid)
+        })],
+    );
+    let mut dimensions = Vec::new();
+    let dims: &[(Tag, Tag, &str)] = if dynamic {
+        &[
+            (
+                tags::TEMPORAL_POSITION_INDEX,
+                tags::FRAME_CONTENT_SEQUENCE,
+                "Time point",
+            ),
+            (
+                tags::IMAGE_POSITION_PATIENT,
+                tags::PLANE_POSITION_SEQUENCE,
+                "Slice position",
+            ),
+        ]
+    } else {
+        &[(
+            tags::IMAGE_POSITION_PATIENT,
+            tags::PLANE_POSITION_SEQUENCE,
+            "Slice position",
+        )]
+    };
+    for &(pointer, group, label) in dims {
+        dimensions.push(item(&|o| {
+            put_str(o, tags::DIMENSION_ORGANIZATION_UID, VR::UI, &dimension_uid);
+            o.put(dicom_core::DataElement::new(
+                tags::DIMENSION_INDEX_POINTER,
+                VR::AT,
+                PrimitiveValue::Tags(vec![pointer].into()),
+            ));
+            o.put(dicom_core::DataElement::new(
+                tags::FUNCTIONAL_GROUP_POINTER,
+                VR::AT,
+                PrimitiveValue::Tags(vec![group].into()),
+            ));
+            put_str(o, tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label);
+        }));
+    }
+    put_seq(&mut obj, tags::DIMENSION_INDEX_SEQUENCE, dimensions);
+    let mut iop = geometry.row_cosines.to_vec();
+    iop.extend_from_slice(&geometry.column_cosines);
+    let event_uid = uid_root.derive(&format!("{}/irradiation", spec.series_uid));
+    let shared = item(&|g| {
+        put_seq(
+            g,
+            tags::PIXEL_MEASURES_SEQUENCE,
+            vec![item(&|m| {
+                put_ds(m, tags::PIXEL_SPACING, &geometry.pixel_spacing_mm);
+                put_ds(m, tags::SLICE_THICKNESS, &[geometry.slice_thickness_mm]);
+            })],
+        );
+        put_seq(
+            g,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            vec![item(&|m| {
+                put_ds(m, tags::IMAGE_ORIENTATION_PATIENT, &iop);
+            })],
+        );
+        put_seq(
+            g,
+            tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+            vec![item(&|m| {
+                put_ds(m, tags::RESCALE_INTERCEPT, &[spec.rescale.intercept]);
+                put_ds(m, tags::RESCALE_SLOPE, &[spec.rescale.slope]);
+                put_str(m, tags::RESCALE_TYPE, VR::LO, &spec.rescale_type);
+            })],
+        );
+        put_seq(
+            g,
+            tags::FRAME_ANATOMY_SEQUENCE,
+            vec![item(&|m| {
+                put_seq(
+                    m,
+                    tags::ANATOMIC_REGION_SEQUENCE,
+                    vec![crate::attr::code("12738006", "SCT", "Brain")],
+                );
+                put_str(m, tags::FRAME_LATERALITY, VR::CS, "B");
+            })],
+        );
+        put_seq(
+            g,
+            tags::CT_IMAGE_FRAME_TYPE_SEQUENCE,
+            vec![item(&|m| {
+                put_strs(m, tags::FRAME_TYPE, VR::CS, &frame_type);
+                put_str(m, tags::PIXEL_PRESENTATION, VR::CS, "MONOCHROME");
+                put_str(m, tags::VOLUMETRIC_PROPERTIES, VR::CS, "VOLUME");
+                put_str(m, tags::VOLUME_BASED_CALCULATION_TECHNIQUE, VR::CS, "NONE");
+            })],
+        );
+        put_seq(
+            g,
+            tags::IRRADIATION_EVENT_IDENTIFICATION_SEQUENCE,
+            vec![item(&|m| {
+                put_str(m, tags::IRRADIATION_EVENT_UID, VR::UI, &event_uid);
+            })],
+        );
+    });
+    put_seq(
+        &mut obj,
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        vec![shared],
+    );
+    let mut per_frame = Vec::with_capacity(n_frames);
+    let mut stored: Vec<u16> = Vec::with_capacity(n_frames * n);
+    for t in 0..n_times {
+        // The single-frame writer's Acquisition Time of this time point.
+        let time = time_after(&study.study_time, t as f64 * spec.frame_interval_s);
+        for k in 0..geometry.n_slices {
+            let values = slice(t, k);
+            if values.len() != n {
+                return Err(DicomError::Encode {
+                    what: format!(
+                        "{} frame {}",
+                        spec.description,
+                        t * geometry.n_slices + k + 1
+                    ),
+                    reason: format!("{} values, the grid has {n}", values.len()),
+                });
+            }
+            stored.extend(values.iter().map(|&v| spec.rescale.stored(v)));
+            let position = geometry.position_lps(k);
+            per_frame.push(item(&|g| {
+                put_seq(
+                    g,
+                    tags::FRAME_CONTENT_SEQUENCE,
+                    vec![item(&|c| {
+                        let date_time = format!("{}{time}", study.study_date);
+                        put_str(c, tags::FRAME_REFERENCE_DATE_TIME, VR::DT, &date_time);
+                        put_str(c, tags::FRAME_ACQUISITION_DATE_TIME, VR::DT, &date_time);
+                        if dynamic {
+                            put_fd(
+                                c,
+                                tags::FRAME_ACQUISITION_DURATION,
+                                1000.0 * spec.frame_interval_s,
+                            );
+                        }
+                        let mut index = vec![k as u32 + 1];
+                        if dynamic {
+                            c.put(dicom_core::DataElement::new(
+                                tags::TEMPORAL_POSITION_INDEX,
+                                VR::UL,
+                                PrimitiveValue::U32(vec![t as u32 + 1].into()),
+                            ));
+                            index.insert(0, t as u32 + 1);
+                        }
+                        c.put(dicom_core::DataElement::new(
+                            tags::DIMENSION_INDEX_VALUES,
+                            VR::UL,
+                            PrimitiveValue::U32(index.into()),
+                        ));
+                    })],
+                );
+                put_seq(
+                    g,
+                    tags::PLANE_POSITION_SEQUENCE,
+                    vec![item(&|p| {
+                        put_ds(p, tags::IMAGE_POSITION_PATIENT, &position);
+                    })],
+                );
+            }));
+        }
+    }
+    put_seq(
+        &mut obj,
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        per_frame,
+    );
+    put_is(&mut obj, tags::NUMBER_OF_FRAMES, n_frames as i64);
+    put_u16(&mut obj, tags::SAMPLES_PER_PIXEL, &[1]);
+    put_str(
+        &mut obj,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    );
+    put_u16(&mut obj, tags::ROWS, &[geometry.rows as u16]);
+    put_u16(&mut obj, tags::COLUMNS, &[geometry.columns as u16]);
+    put_u16(&mut obj, tags::BITS_ALLOCATED, &[16]);
+    put_u16(&mut obj, tags::BITS_STORED, &[16]);
+    put_u16(&mut obj, tags::HIGH_BIT, &[15]);
+    put_u16(&mut obj, tags::PIXEL_REPRESENTATION, &[0]);
+    obj.put(dicom_core::DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(stored.into()),
+    ));
+    let path = dir.join("enhanced.dcm");
+    write_object(&path, obj, &format!("{} (Enhanced CT)", spec.description))?;
+    Ok(WrittenSeries {
+        description: spec.description.clone(),
+        series_uid: spec.series_uid.clone(),
+        files: vec![path],
+        sop_instance_uids: vec![sop_uid],
+    })
+}
+
+/// Sets `tag` (VR FD) to `value`.
+fn put_fd(obj: &mut Object, tag: Tag, value: f64) {
+    obj.put(dicom_core::DataElement::new(
+        tag,
+        VR::FD,
+        PrimitiveValue::F64(vec![value].into()),
+    ));
+}
+
 /// How [`write_phantom_study`] writes a phantom case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhantomSeriesOptions {
-    /// Storage class of the four maps (the plain and dynamic CT are always CT Image).
+    /// Storage class of the four maps (the plain and dynamic CT are CT Image, unless
+    /// [`Self::multi_frame`]).
     pub maps_as: ImageClass,
+    /// Every series (plain CT, maps, dynamic series) as one Enhanced CT Image instance
+    /// ([`ImageClass::EnhancedCt`]), `maps_as` then unused.
+    pub multi_frame: bool,
     /// Also write the raw dynamic CTP series (every time point of every slice). The case
     /// must have been generated with the indicator-dilution series
     /// ([`strokeseg_phantom::DynamicSeries::ctp`], see [`phantom_dataset_options`]): the
@@ -415,6 +763,7 @@ impl Default for PhantomSeriesOptions {
     fn default() -> Self {
         PhantomSeriesOptions {
             maps_as: ImageClass::Ct,
+            multi_frame: false,
             with_dynamic: false,
             uid_root: UidRoot::default(),
             study_key: "strokeseg-phantom".into(),
@@ -514,8 +863,13 @@ pub fn write_phantom_study(
         VolumeGeometry::from_ras_axis_aligned(case.dims, case.spacing_mm, case.origin_mm);
     let n = case.slice_voxels();
     let mut series = Vec::new();
+    let (ct_class, maps_class) = if opts.multi_frame {
+        (ImageClass::EnhancedCt, ImageClass::EnhancedCt)
+    } else {
+        (ImageClass::Ct, opts.maps_as)
+    };
     let ct_spec = SeriesSpec {
-        class: ImageClass::Ct,
+        class: ct_class,
         series_uid: uid("series/ct"),
         series_number: 1,
         description: "Head 5mm".into(),
@@ -555,7 +909,7 @@ pub fn write_phantom_study(
         let gain = case.stored_gain(modality);
         let integer = rescale.slope == 1.0;
         let spec = SeriesSpec {
-            class: opts.maps_as,
+            class: maps_class,
             series_uid: uid(&format!("series/{name}")),
             series_number: 10 + number as u32,
             description: name.into(),
@@ -593,7 +947,7 @@ pub fn write_phantom_study(
         let pwi = case.pwi_hu();
         let n_frames = case.bolus.n_frames;
         let spec = SeriesSpec {
-            class: ImageClass::Ct,
+            class: ct_class,
             series_uid: uid("series/dynamic"),
             series_number: 2,
             description: "CTP dynamic".into(),
