@@ -16,7 +16,7 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 
 use crate::attr::{Object, code, put_ds, put_is, put_seq, put_str, put_strs, put_u16};
-use crate::read::RecognisedSeries;
+use crate::read::{InstanceHeader, RecognisedSeries};
 use crate::write::{MANUFACTURER, StudyAttributes, write_object};
 use crate::{DicomError, UidRoot};
 
@@ -133,15 +133,28 @@ fn source_geometry(
     })
 }
 
-fn source_image_item(class: &str, instance: &str) -> Object {
+fn source_image_item(source: &InstanceHeader) -> Object {
     let mut item = Object::new_empty();
-    put_str(&mut item, tags::REFERENCED_SOP_CLASS_UID, VR::UI, class);
+    put_str(
+        &mut item,
+        tags::REFERENCED_SOP_CLASS_UID,
+        VR::UI,
+        &source.sop_class_uid,
+    );
     put_str(
         &mut item,
         tags::REFERENCED_SOP_INSTANCE_UID,
         VR::UI,
-        instance,
+        &source.sop_instance_uid,
     );
+    if let Some(frame) = source.frame {
+        // A frame of a multi-frame (Enhanced CT) source.
+        put_is(
+            &mut item,
+            tags::REFERENCED_FRAME_NUMBER,
+            i64::from(frame) + 1,
+        );
+    }
     put_seq(
         &mut item,
         tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
@@ -165,9 +178,12 @@ fn referenced_series(source: &RecognisedSeries, instances_tag: Tag) -> Vec<Objec
         VR::UI,
         &source.series_uid,
     );
+    // The frames of one multi-frame instance reference it once.
+    let mut seen = std::collections::BTreeSet::new();
     let instances = source
         .instances
         .iter()
+        .filter(|i| seen.insert(i.sop_instance_uid.as_str()))
         .map(|i| {
             let mut item = Object::new_empty();
             put_str(
@@ -398,10 +414,7 @@ pub fn write_segmentation(
                         put_seq(
                             d,
                             tags::SOURCE_IMAGE_SEQUENCE,
-                            vec![source_image_item(
-                                &inst.sop_class_uid,
-                                &inst.sop_instance_uid,
-                            )],
+                            vec![source_image_item(inst)],
                         );
                         put_seq(
                             d,
@@ -628,10 +641,7 @@ impl OverlaySeriesWriter {
         put_seq(
             &mut obj,
             tags::SOURCE_IMAGE_SEQUENCE,
-            vec![source_image_item(
-                &inst.sop_class_uid,
-                &inst.sop_instance_uid,
-            )],
+            vec![source_image_item(inst)],
         );
         put_u16(&mut obj, tags::SAMPLES_PER_PIXEL, &[3]);
         put_str(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
