@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
 use strokeseg_dicom::RecognizerConfig;
-use strokeseg_dicom::attr::{Object, put_ds, put_is, put_seq};
+use strokeseg_dicom::attr::{self, Object, put_ds, put_is, put_seq};
+use strokeseg_dicom::derived::{DerivedOptions, Provenance, write_segmentation};
 use strokeseg_dicom::read::{DicomStudy, InstanceLimits, SeriesKind, validate_instance};
 use strokeseg_dicom::write::{PhantomSeriesOptions, WrittenStudy, write_phantom_study};
 
@@ -233,4 +234,66 @@ fn corrupt_enhanced_ct_instances_are_refused_naming_file_and_frame() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn a_seg_of_an_enhanced_ct_source_references_its_frames_and_passes_dciodvfy() {
+    let test = "a_seg_of_an_enhanced_ct_source_references_its_frames_and_passes_dciodvfy";
+    let dir = tempfile::tempdir().unwrap();
+    let case = common::small_case();
+    let multi = write(&dir.path().join("in"), true);
+    let study = DicomStudy::from_dir(&dir.path().join("in"), &RecognizerConfig::default()).unwrap();
+    let source = study.find(&SeriesKind::PlainCt).unwrap();
+    assert_eq!(source.instances.len(), case.n_slices());
+    let mask: Vec<u8> = case.ot.iter().map(|&v| u8::from(v > 0.5)).collect();
+    let provenance = Provenance {
+        model_name: "strokeseg-unet".into(),
+        model_version: "2.0.0".into(),
+        model_sha256: "0".repeat(64),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        not_for_diagnostic_use: true,
+    };
+    let seg_path = dir.path().join("seg.dcm");
+    write_segmentation(
+        &seg_path,
+        source,
+        &study.attributes,
+        &mask,
+        &provenance,
+        &DerivedOptions::default(),
+    )
+    .unwrap();
+    let seg = dicom_object::open_file(&seg_path).unwrap();
+    let frames = seg
+        .element(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    let ct_uid = &multi.series[0].sop_instance_uids[0];
+    for (k, frame) in frames.iter().enumerate() {
+        let derivation = &frame
+            .element(tags::DERIVATION_IMAGE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        let source_item = &derivation
+            .element(tags::SOURCE_IMAGE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(
+            attr::opt_str(source_item, tags::REFERENCED_SOP_INSTANCE_UID).as_deref(),
+            Some(ct_uid.as_str())
+        );
+        assert_eq!(
+            attr::opt_str(source_item, tags::REFERENCED_FRAME_NUMBER),
+            Some((k + 1).to_string())
+        );
+    }
+    let Some(dciodvfy) = common::tool("dciodvfy", test) else {
+        return;
+    };
+    let (_, out) = common::run(&dciodvfy, &[seg_path.to_str().unwrap()]);
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("Error")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }
