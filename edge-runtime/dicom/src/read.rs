@@ -388,7 +388,12 @@ impl InstanceHeader {
             let content = item(tags::FRAME_CONTENT_SEQUENCE);
             let frame_time_s = content
                 .and_then(|c| opt_str(c, tags::FRAME_ACQUISITION_DATE_TIME))
-                .and_then(|dt| dt.get(8..).and_then(time_of_day_s));
+                // `YYYYMMDDHHMMSS.FFFFFF&ZZXX`: the time of day, without the UTC offset.
+                .and_then(|dt| {
+                    dt.get(8..)
+                        .and_then(|t| t.split(['+', '-']).next())
+                        .and_then(time_of_day_s)
+                });
             let temporal = match one(
                 tags::FRAME_CONTENT_SEQUENCE,
                 tags::TEMPORAL_POSITION_INDEX,

@@ -914,3 +914,81 @@ fn a_refused_syntax_falls_back_and_corrupt_compressed_data_is_rejected() {
         assert!(e.to_string().contains("deflate stream"), "{e}");
     }
 }
+
+/// The files of a case folder, name → bytes.
+fn case_folder_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                PathBuf::from(p.file_name().unwrap()),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn storescu_pushes_an_enhanced_ct_study_that_reads_as_the_single_frame_study() {
+    let test = "storescu_pushes_an_enhanced_ct_study_that_reads_as_the_single_frame_study";
+    let Some(storescu_bin) = common::tool("storescu", test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let case = common::small_case();
+    let opts = |multi_frame| PhantomSeriesOptions {
+        multi_frame,
+        with_dynamic: true,
+        ..PhantomSeriesOptions::default()
+    };
+    let single = dir.path().join("single");
+    write_phantom_study(&case, &single, &opts(false)).unwrap();
+    let sent = dir.path().join("sent");
+    let written = write_phantom_study(&case, &sent, &opts(true)).unwrap();
+    let spool = dir.path().join("spool");
+    let scp = RunningScp::start(&spool);
+    let (ok, out) = common::run(
+        &storescu_bin,
+        &[
+            "-aet",
+            SCANNER_AE,
+            "-aec",
+            OUR_AE,
+            "127.0.0.1",
+            &scp.port(),
+            "+sd",
+            "+r",
+            &sent.display().to_string(),
+        ],
+    );
+    assert!(ok, "storescu failed: {out}");
+    assert_eq!(received(&spool).len(), written.files().count());
+    let stored = scp
+        .drain()
+        .iter()
+        .filter(|e| matches!(e, ScpEvent::Stored { .. }))
+        .count();
+    assert_eq!(stored, written.files().count());
+
+    let study_dir = spool.join("studies").join(&written.study.study_uid);
+    let mut folders = Vec::new();
+    for (name, from) in [("single", single.as_path()), ("received", &study_dir)] {
+        let study = DicomStudy::from_dir(from, &RecognizerConfig::default()).unwrap();
+        let maps = dir.path().join(format!("maps-{name}"));
+        study.write_case_folder(&maps).unwrap();
+        let dynamic = dir.path().join(format!("dynamic-{name}"));
+        study.write_dynamic_case_folder(&dynamic).unwrap();
+        folders.push([case_folder_bytes(&maps), case_folder_bytes(&dynamic)]);
+    }
+    assert_eq!(folders[0][0].len(), 5);
+    assert_eq!(folders[0][1].len(), 2);
+    assert!(
+        folders[0] == folders[1],
+        "the pushed Enhanced CT study's case folders differ from the single-frame study's"
+    );
+}
