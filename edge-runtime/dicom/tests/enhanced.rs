@@ -297,3 +297,40 @@ fn a_seg_of_an_enhanced_ct_source_references_its_frames_and_passes_dciodvfy() {
     let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("Error")).collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+#[test]
+fn an_rle_compressed_enhanced_ct_instance_reads_as_the_uncompressed_one() {
+    let test = "an_rle_compressed_enhanced_ct_instance_reads_as_the_uncompressed_one";
+    let Some(dcmcrle) = common::tool("dcmcrle", test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut folders = Vec::new();
+    for rle in [false, true] {
+        let study_dir = dir.path().join(format!("study-rle-{rle}"));
+        let multi = write(&study_dir, true);
+        if rle {
+            // dcmcrle: one fragment per frame.
+            for file in multi.files() {
+                let (ok, out) =
+                    common::run(&dcmcrle, &[file.to_str().unwrap(), file.to_str().unwrap()]);
+                assert!(ok, "dcmcrle {}: {out}", file.display());
+                let obj = dicom_object::open_file(file).unwrap();
+                assert_eq!(
+                    obj.meta().transfer_syntax().trim_end_matches('\0'),
+                    dicom_dictionary_std::uids::RLE_LOSSLESS
+                );
+            }
+        }
+        let study = DicomStudy::from_dir(&study_dir, &RecognizerConfig::default()).unwrap();
+        let maps = dir.path().join(format!("maps-rle-{rle}"));
+        study.write_case_folder(&maps).unwrap();
+        let dynamic = dir.path().join(format!("dynamic-rle-{rle}"));
+        study.write_dynamic_case_folder(&dynamic).unwrap();
+        folders.push([folder_bytes(&maps), folder_bytes(&dynamic)]);
+    }
+    assert!(
+        folders[0] == folders[1],
+        "the RLE Enhanced CT study's case folders differ from the uncompressed one's"
+    );
+}
