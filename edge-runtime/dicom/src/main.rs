@@ -57,6 +57,9 @@ enum Command {
         /// Write the maps as Secondary Capture instead of CT Image.
         #[arg(long)]
         secondary_capture: bool,
+        /// Write every series as one Enhanced CT (multi-frame) instance.
+        #[arg(long, conflicts_with = "secondary_capture")]
+        enhanced: bool,
     },
     /// Sends DICOM files with C-STORE (`AE@host:port`).
     Send {
@@ -99,6 +102,7 @@ fn main() -> Result<()> {
             slices,
             dynamic,
             secondary_capture,
+            enhanced,
         } => {
             // The indicator-dilution dynamic series (what `--dynamic` writes).
             let opts = strokeseg_phantom::DatasetOptions {
@@ -117,6 +121,7 @@ fn main() -> Result<()> {
                     } else {
                         ImageClass::Ct
                     },
+                    multi_frame: enhanced,
                     with_dynamic: dynamic,
                     study_key: format!("strokeseg-phantom/seed-{seed}"),
                     ..PhantomSeriesOptions::default()
