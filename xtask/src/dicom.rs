@@ -47,6 +47,8 @@ pub fn run(root: &Path) -> Result<()> {
         "roundtrip",
         "--test",
         "serve",
+        "--test",
+        "enhanced",
     ];
     let line = format!("cargo {} (STROKESEG_DICOM_TOOLS=required)", args.join(" "));
     println!("$ {line}");
