@@ -37,6 +37,28 @@ pub fn put_u16(obj: &mut Object, tag: Tag, values: &[u16]) {
     ));
 }
 
+/// The Image Pixel module of a single-sample (MONOCHROME2), unsigned image of
+/// `rows` × `columns` with `bits` bits per sample (allocated = stored, high bit `bits - 1`).
+pub fn put_monochrome_pixel_module(obj: &mut Object, rows: u16, columns: u16, bits: u16) {
+    put_u16(obj, dicom_dictionary_std::tags::SAMPLES_PER_PIXEL, &[1]);
+    put_str(
+        obj,
+        dicom_dictionary_std::tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    );
+    put_u16(obj, dicom_dictionary_std::tags::ROWS, &[rows]);
+    put_u16(obj, dicom_dictionary_std::tags::COLUMNS, &[columns]);
+    put_u16(obj, dicom_dictionary_std::tags::BITS_ALLOCATED, &[bits]);
+    put_u16(obj, dicom_dictionary_std::tags::BITS_STORED, &[bits]);
+    put_u16(
+        obj,
+        dicom_dictionary_std::tags::HIGH_BIT,
+        &[bits.saturating_sub(1)],
+    );
+    put_u16(obj, dicom_dictionary_std::tags::PIXEL_REPRESENTATION, &[0]);
+}
+
 /// Sets `tag` (VR DS) to `values`, each formatted by [`ds`].
 pub fn put_ds(obj: &mut Object, tag: Tag, values: &[f64]) {
     let values: Vec<String> = values.iter().map(|v| ds(*v)).collect();

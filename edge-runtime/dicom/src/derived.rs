@@ -15,7 +15,9 @@ use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 
-use crate::attr::{Object, code, put_ds, put_is, put_seq, put_str, put_strs, put_u16};
+use crate::attr::{
+    Object, code, put_ds, put_is, put_monochrome_pixel_module, put_seq, put_str, put_strs, put_u16,
+};
 use crate::read::{InstanceHeader, RecognisedSeries};
 use crate::write::{MANUFACTURER, StudyAttributes, write_object};
 use crate::{DicomError, UidRoot};
@@ -437,19 +439,7 @@ pub fn write_segmentation(
         tags::NUMBER_OF_FRAMES,
         source.instances.len() as i64,
     );
-    put_u16(&mut obj, tags::SAMPLES_PER_PIXEL, &[1]);
-    put_str(
-        &mut obj,
-        tags::PHOTOMETRIC_INTERPRETATION,
-        VR::CS,
-        "MONOCHROME2",
-    );
-    put_u16(&mut obj, tags::ROWS, &[g.rows as u16]);
-    put_u16(&mut obj, tags::COLUMNS, &[g.columns as u16]);
-    put_u16(&mut obj, tags::BITS_ALLOCATED, &[1]);
-    put_u16(&mut obj, tags::BITS_STORED, &[1]);
-    put_u16(&mut obj, tags::HIGH_BIT, &[0]);
-    put_u16(&mut obj, tags::PIXEL_REPRESENTATION, &[0]);
+    put_monochrome_pixel_module(&mut obj, g.rows as u16, g.columns as u16, 1);
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,

@@ -17,7 +17,7 @@ use dicom_object::meta::FileMetaTableBuilder;
 use strokeseg_phantom::PhantomCase;
 use strokeseg_shared::modality::Modality;
 
-use crate::attr::{Object, put_ds, put_is, put_str, put_strs, put_u16};
+use crate::attr::{Object, put_ds, put_is, put_monochrome_pixel_module, put_str, put_strs};
 use crate::geometry::VolumeGeometry;
 use crate::{DicomError, UidRoot, sanitize};
 
@@ -378,19 +378,7 @@ fn image_object(
     if spec.class == ImageClass::SecondaryCapture {
         put_str(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
     }
-    put_u16(&mut obj, tags::SAMPLES_PER_PIXEL, &[1]);
-    put_str(
-        &mut obj,
-        tags::PHOTOMETRIC_INTERPRETATION,
-        VR::CS,
-        "MONOCHROME2",
-    );
-    put_u16(&mut obj, tags::ROWS, &[geometry.rows as u16]);
-    put_u16(&mut obj, tags::COLUMNS, &[geometry.columns as u16]);
-    put_u16(&mut obj, tags::BITS_ALLOCATED, &[16]);
-    put_u16(&mut obj, tags::BITS_STORED, &[16]);
-    put_u16(&mut obj, tags::HIGH_BIT, &[15]);
-    put_u16(&mut obj, tags::PIXEL_REPRESENTATION, &[0]);
+    put_monochrome_pixel_module(&mut obj, geometry.rows as u16, geometry.columns as u16, 16);
     put_ds(&mut obj, tags::RESCALE_INTERCEPT, &[spec.rescale.intercept]);
     put_ds(&mut obj, tags::RESCALE_SLOPE, &[spec.rescale.slope]);
     put_str(&mut obj, tags::RESCALE_TYPE, VR::LO, &spec.rescale_type);
@@ -701,19 +689,7 @@ fn write_enhanced_series(
         per_frame,
     );
     put_is(&mut obj, tags::NUMBER_OF_FRAMES, n_frames as i64);
-    put_u16(&mut obj, tags::SAMPLES_PER_PIXEL, &[1]);
-    put_str(
-        &mut obj,
-        tags::PHOTOMETRIC_INTERPRETATION,
-        VR::CS,
-        "MONOCHROME2",
-    );
-    put_u16(&mut obj, tags::ROWS, &[geometry.rows as u16]);
-    put_u16(&mut obj, tags::COLUMNS, &[geometry.columns as u16]);
-    put_u16(&mut obj, tags::BITS_ALLOCATED, &[16]);
-    put_u16(&mut obj, tags::BITS_STORED, &[16]);
-    put_u16(&mut obj, tags::HIGH_BIT, &[15]);
-    put_u16(&mut obj, tags::PIXEL_REPRESENTATION, &[0]);
+    put_monochrome_pixel_module(&mut obj, geometry.rows as u16, geometry.columns as u16, 16);
     obj.put(dicom_core::DataElement::new(
         tags::PIXEL_DATA,
         VR::OW,
