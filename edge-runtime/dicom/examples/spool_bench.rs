@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use strokeseg_dicom::geometry::VolumeGeometry;
 use strokeseg_dicom::scp::{ScpConfig, StorageScp};
-use strokeseg_dicom::write::{ImageClass, Rescale, SeriesSpec, StudyAttributes, write_series};
+use strokeseg_dicom::write::{ImageClass, SeriesSpec, StudyAttributes, write_series};
 use strokeseg_dicom::{UidRoot, dcm_files};
 
 const OUR_AE: &str = "STROKESEG";
@@ -121,21 +121,12 @@ fn write_dynamic(dir: &Path, a: &Args) -> Result<Vec<PathBuf>> {
         [0.9, 0.9, 5.0],
         [0.0, 0.0, 0.0],
     );
-    let spec = SeriesSpec {
-        class: ImageClass::Ct,
-        series_uid: uid_root.derive("spool-bench/series/dynamic"),
-        series_number: 2,
-        description: "CTP dynamic".into(),
-        image_type: vec!["ORIGINAL".into(), "PRIMARY".into(), "AXIAL".into()],
-        derivation: None,
-        rescale: Rescale {
-            slope: 1.0,
-            intercept: -1024.0,
-        },
-        rescale_type: "HU".into(),
-        n_frames: a.frames,
-        frame_interval_s: 1.0,
-    };
+    let spec = SeriesSpec::raw_dynamic(
+        ImageClass::Ct,
+        uid_root.derive("spool-bench/series/dynamic"),
+        a.frames,
+        1.0,
+    );
     let n = a.size * a.size;
     let written = write_series(dir, &study, &spec, &geometry, &uid_root, |t, k| {
         (0..n)

@@ -183,6 +183,34 @@ pub struct SeriesSpec {
     pub frame_interval_s: f64,
 }
 
+impl SeriesSpec {
+    /// The raw dynamic CTP series as a console sends it (series 2, `CTP dynamic`,
+    /// `ORIGINAL\PRIMARY\AXIAL`, stored as HU + 1024): `n_frames` time points
+    /// `frame_interval_s` apart.
+    pub fn raw_dynamic(
+        class: ImageClass,
+        series_uid: String,
+        n_frames: usize,
+        frame_interval_s: f64,
+    ) -> SeriesSpec {
+        SeriesSpec {
+            class,
+            series_uid,
+            series_number: 2,
+            description: "CTP dynamic".into(),
+            image_type: vec!["ORIGINAL".into(), "PRIMARY".into(), "AXIAL".into()],
+            derivation: None,
+            rescale: Rescale {
+                slope: 1.0,
+                intercept: -1024.0,
+            },
+            rescale_type: "HU".into(),
+            n_frames,
+            frame_interval_s,
+        }
+    }
+}
+
 /// What [`write_series`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WrittenSeries {
@@ -922,21 +950,12 @@ pub fn write_phantom_study(
     if opts.with_dynamic {
         let pwi = case.pwi_hu();
         let n_frames = case.bolus.n_frames;
-        let spec = SeriesSpec {
-            class: ct_class,
-            series_uid: uid("series/dynamic"),
-            series_number: 2,
-            description: "CTP dynamic".into(),
-            image_type: vec!["ORIGINAL".into(), "PRIMARY".into(), "AXIAL".into()],
-            derivation: None,
-            rescale: Rescale {
-                slope: 1.0,
-                intercept: -1024.0,
-            },
-            rescale_type: "HU".into(),
+        let spec = SeriesSpec::raw_dynamic(
+            ct_class,
+            uid("series/dynamic"),
             n_frames,
-            frame_interval_s: case.bolus.frame_interval_s,
-        };
+            case.bolus.frame_interval_s,
+        );
         let nz = case.n_slices();
         series.push(write_series(
             out_dir,

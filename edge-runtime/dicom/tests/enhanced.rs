@@ -24,24 +24,6 @@ fn write(dir: &Path, multi_frame: bool) -> WrittenStudy {
     write_phantom_study(&common::small_case(), dir, &opts).unwrap()
 }
 
-/// The files of a case folder, name → bytes.
-fn folder_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            (
-                PathBuf::from(p.file_name().unwrap()),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn an_enhanced_ct_study_reads_to_the_same_case_folder_as_single_frame_images() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,7 +51,10 @@ fn an_enhanced_ct_study_reads_to_the_same_case_folder_as_single_frame_images() {
         study.write_case_folder(&maps).unwrap();
         let dynamic = dir.path().join(format!("case-dynamic-{name}"));
         study.write_dynamic_case_folder(&dynamic).unwrap();
-        folders.push((folder_bytes(&maps), folder_bytes(&dynamic)));
+        folders.push((
+            common::case_folder_bytes(&maps),
+            common::case_folder_bytes(&dynamic),
+        ));
     }
     let names = |f: &[(PathBuf, Vec<u8>)]| f.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
     assert_eq!(names(&folders[0].0).len(), 5, "{:?}", names(&folders[0].0));
@@ -327,7 +312,10 @@ fn an_rle_compressed_enhanced_ct_instance_reads_as_the_uncompressed_one() {
         study.write_case_folder(&maps).unwrap();
         let dynamic = dir.path().join(format!("dynamic-rle-{rle}"));
         study.write_dynamic_case_folder(&dynamic).unwrap();
-        folders.push([folder_bytes(&maps), folder_bytes(&dynamic)]);
+        folders.push([
+            common::case_folder_bytes(&maps),
+            common::case_folder_bytes(&dynamic),
+        ]);
     }
     assert!(
         folders[0] == folders[1],

@@ -915,24 +915,6 @@ fn a_refused_syntax_falls_back_and_corrupt_compressed_data_is_rejected() {
     }
 }
 
-/// The files of a case folder, name → bytes.
-fn case_folder_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            (
-                PathBuf::from(p.file_name().unwrap()),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn storescu_pushes_an_enhanced_ct_study_that_reads_as_the_single_frame_study() {
     let test = "storescu_pushes_an_enhanced_ct_study_that_reads_as_the_single_frame_study";
@@ -983,7 +965,10 @@ fn storescu_pushes_an_enhanced_ct_study_that_reads_as_the_single_frame_study() {
         study.write_case_folder(&maps).unwrap();
         let dynamic = dir.path().join(format!("dynamic-{name}"));
         study.write_dynamic_case_folder(&dynamic).unwrap();
-        folders.push([case_folder_bytes(&maps), case_folder_bytes(&dynamic)]);
+        folders.push([
+            common::case_folder_bytes(&maps),
+            common::case_folder_bytes(&dynamic),
+        ]);
     }
     assert_eq!(folders[0][0].len(), 5);
     assert_eq!(folders[0][1].len(), 2);

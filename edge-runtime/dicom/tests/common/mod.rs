@@ -8,7 +8,7 @@
     clippy::panic
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use strokeseg_phantom::{PhantomCase, generate_case};
@@ -40,4 +40,22 @@ pub fn run_with_nodelay(nodelay: bool, program: &Path, args: &[&str]) -> (bool, 
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// The files of a case folder, name → bytes, sorted by name.
+pub fn case_folder_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                PathBuf::from(p.file_name().unwrap()),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
 }
