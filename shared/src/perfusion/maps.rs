@@ -21,17 +21,13 @@ use super::{
 };
 use crate::error::CoreError;
 
-/// Voxels whose baseline is below this are outside the head (air), HU.
-pub const HEAD_MIN_HU: f32 = -500.0;
-/// σ of the smoothing of the baseline image before the tissue thresholds, pixels (the
-/// baseline of one voxel carries the frame noise / √frames).
-pub const BASELINE_SIGMA_PX: f32 = 1.0;
+// The tissue-mask constants live in the alloc-free part of the core (the Cortex-M workload
+// reads them there); re-exported under their old path.
+pub use super::{BASELINE_SIGMA_PX, HEAD_MIN_HU, MIN_VESSEL_PEAK_HU};
 /// Smallest frame-to-frame jump (mean |ΔHU| over the head, above the typical change) that
 /// counts as motion, HU: about one frame's noise; in a low-noise series the bolus passing
 /// through vessels alone changes the mean by a few HU between frames.
 pub const MIN_FRAME_JUMP_HU: f32 = 10.0;
-/// Peak enhancement above which a voxel is a vessel whatever the AIF, HU.
-pub const MIN_VESSEL_PEAK_HU: f32 = 40.0;
 
 /// The maps of one slice, `nx · ny` values each (x fastest), 0 outside the tissue mask.
 #[derive(Debug, Clone, Copy)]

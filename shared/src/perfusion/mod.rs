@@ -87,6 +87,14 @@ pub const MIN_CBF_FOR_MTT_ML_100G_MIN: f64 = 2.0;
 /// Largest MTT and Tmax written, s (deconvolution software caps them similarly).
 pub const MAX_TIME_S: f64 = 40.0;
 
+/// Voxels whose baseline is below this are outside the head (air), HU.
+pub const HEAD_MIN_HU: f32 = -500.0;
+/// σ of the smoothing of the baseline image before the tissue thresholds, pixels (the
+/// baseline of one voxel carries the frame noise / √frames).
+pub const BASELINE_SIGMA_PX: f32 = 1.0;
+/// Peak enhancement above which a voxel is a vessel whatever the AIF, HU.
+pub const MIN_VESSEL_PEAK_HU: f32 = 40.0;
+
 /// Version of the map computation: bumped whenever a change moves the maps the same
 /// configuration computes (a model trained on computed maps records it,
 /// [`crate::config::MapsProvenance`]). 1: issue 12 phase 1; 2: edge-preserving smoothing of
@@ -248,7 +256,7 @@ pub mod maps_rule {
         /// Highest baseline attenuation of tissue, HU (bone > 300, calcification > 100).
         pub max_hu: f32,
         /// A voxel whose (temporally smoothed) peak enhancement exceeds this fraction of the
-        /// partial-volume-corrected AIF's peak (and at least `maps::MIN_VESSEL_PEAK_HU`) is
+        /// partial-volume-corrected AIF's peak (and at least `MIN_VESSEL_PEAK_HU`) is
         /// a large vessel.
         pub vessel_peak_fraction: f32,
         /// A voxel with CBV above this is a large vessel, mL/100 g (healthy grey matter is

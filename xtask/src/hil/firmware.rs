@@ -552,14 +552,6 @@ mod tests {
 
     /// The three values the no-alloc workload repeats from the `alloc` module `maps`.
     #[test]
-    fn perfusion_constants_are_the_cores() {
-        use strokeseg_shared::perfusion::maps;
-        assert_eq!(pipeline::HEAD_MIN_HU, maps::HEAD_MIN_HU);
-        assert_eq!(pipeline::BASELINE_SIGMA_PX, maps::BASELINE_SIGMA_PX);
-        assert_eq!(pipeline::MIN_VESSEL_PEAK_HU, maps::MIN_VESSEL_PEAK_HU);
-    }
-
-    #[test]
     fn parses_the_result_line() -> Result<()> {
         let log = vec![
             "INFO strokeseg HIL firmware".to_owned(),

@@ -57,14 +57,8 @@ const BASIS_VT: usize = RESIDUE_LEN * RESIDUE_LEN;
 const BASIS_WORK: usize = 2 * RESIDUE_LEN * RESIDUE_LEN + RESIDUE_LEN;
 /// Most coefficient channels per voxel: every component plus the CBV area.
 const MAX_CHANNELS: usize = RESIDUE_LEN + 1;
-/// `perfusion::maps::HEAD_MIN_HU`, `BASELINE_SIGMA_PX` and `MIN_VESSEL_PEAK_HU`: that
-/// module needs `alloc`, so the workload repeats the three values and `cargo xtask hil`'s
-/// tests check that they equal the core's (`perfusion_constants_are_the_cores`).
-pub const HEAD_MIN_HU: f32 = -500.0;
-/// See [`HEAD_MIN_HU`].
-pub const BASELINE_SIGMA_PX: f32 = 1.0;
-/// See [`HEAD_MIN_HU`].
-pub const MIN_VESSEL_PEAK_HU: f32 = 40.0;
+/// The core's tissue-mask constants (alloc-free part of `perfusion`), as the edge uses them.
+pub use strokeseg_shared::perfusion::{BASELINE_SIGMA_PX, HEAD_MIN_HU, MIN_VESSEL_PEAK_HU};
 /// Margin before the slice's mean-curve arrival for the provisional baseline of the AIF
 /// search, s (the value of `ArterialSearch::provisional_window`).
 const PROVISIONAL_MARGIN_S: f32 = 3.0;
