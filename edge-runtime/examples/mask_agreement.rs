@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use strokeseg_edge::model::SegModel;
 use strokeseg_io::{SlicePreparer, Study};
 use strokeseg_phantom::{DatasetOptions, Family};
+use strokeseg_shared::metrics::ConfusionCounts;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,12 +49,12 @@ fn main() -> Result<()> {
     let [_, c, h, w] = shape;
     let plane = h * w;
     let modalities: Vec<_> = config.channels.iter().map(|c| c.modality).collect();
-    // Per model: voxels lesion in both, lesion voxels of both summed, voxels that differ.
-    let mut counts = vec![(0u64, 0u64, 0u64); models.len()];
+    // Per model: its mask against the reference's, pooled over every slice.
+    let mut counts = vec![ConfusionCounts::default(); models.len()];
     let mut n_slices = 0usize;
     let mut input = vec![0f32; c * plane];
     let mut logits = vec![0f32; models[0].n_classes() * plane];
-    let mut masks = vec![vec![false; plane]; models.len()];
+    let mut masks = vec![vec![0u8; plane]; models.len()];
     for k in 1..=n_cases {
         let case = dir.join(format!("case_{k}"));
         let mut study = Study::open(&case, &modalities, false)
@@ -68,28 +69,21 @@ fn main() -> Result<()> {
             for (model, mask) in models.iter_mut().zip(&mut masks) {
                 model.run_slice(s, &input, &mut logits)?;
                 for (i, m) in mask.iter_mut().enumerate() {
-                    *m = logits[plane + i] > logits[i];
+                    *m = u8::from(logits[plane + i] > logits[i]);
                 }
             }
             for (count, mask) in counts.iter_mut().zip(&masks) {
-                for (&a, &b) in masks[0].iter().zip(mask) {
-                    count.0 += u64::from(a && b);
-                    count.1 += u64::from(a) + u64::from(b);
-                    count.2 += u64::from(a != b);
-                }
+                count.add_slice(mask, &masks[0])?;
             }
         }
     }
-    for (path, (both, sum, differ)) in args[2..].iter().zip(&counts) {
-        let dice = if *sum == 0 {
-            1.0
-        } else {
-            2.0 * *both as f64 / *sum as f64
-        };
+    for (path, count) in args[2..].iter().zip(&counts) {
         println!(
-            "{path}: mask Dice vs {} {dice:.4}, {differ} of {} voxels differ ({n_slices} slices, {n_cases} cases)",
+            "{path}: mask Dice vs {} {:.4}, {} of {} voxels differ ({n_slices} slices, {n_cases} cases)",
             args[2],
-            n_slices * plane
+            count.dice(),
+            count.fp + count.fn_,
+            count.total_voxels()
         );
     }
     Ok(())
