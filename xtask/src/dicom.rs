@@ -2,9 +2,9 @@
 //!
 //! 1. Debian's `dcmtk` (`storescu`, `storescp`, `echoscu`, `dcmdump`) and `dicom3tools`
 //!    (`dciodvfy`) are installed with apt-get when missing (as root).
-//! 2. strokeseg-dicom's integration tests (`scp`, `outputs`, `roundtrip`) and
-//!    strokeseg-edge's `serve` run (with the workspace's features, so the test step's build
-//!    is reused) with `STROKESEG_DICOM_TOOLS=required`, so a test that would skip for a missing tool
+//! 2. strokeseg-dicom's integration tests (`scp`, `outputs`, `roundtrip`, `enhanced`,
+//!    `frame_memory`) and strokeseg-edge's `serve` run (with the workspace's features, so
+//!    the test step's build is reused) with `STROKESEG_DICOM_TOOLS=required`, so a test that would skip for a missing tool
 //!    fails instead; the tests start the tools themselves on 127.0.0.1 with free ports
 //!    (storescu → our SCP, incl. `kill -9`; our SCU → storescp, the received SEG through
 //!    dciodvfy; storescu → `strokeseg-edge serve` → storescp end to end, with faults). The
@@ -49,6 +49,8 @@ pub fn run(root: &Path) -> Result<()> {
         "serve",
         "--test",
         "enhanced",
+        "--test",
+        "frame_memory",
     ];
     let line = format!("cargo {} (STROKESEG_DICOM_TOOLS=required)", args.join(" "));
     println!("$ {line}");

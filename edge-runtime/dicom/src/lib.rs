@@ -12,6 +12,7 @@ mod config;
 pub mod derived;
 mod error;
 pub mod geometry;
+mod pixels;
 pub mod read;
 pub mod retention;
 mod rle;

@@ -9,15 +9,16 @@
 //! ([`InstanceHeader::frames`]: geometry, rescale and time point from the functional
 //! groups), so grouping, recognition and geometry are those of single-frame images.
 //!
-//! Memory: one instance's pixel data at a time, whatever the series length (a multi-frame
-//! instance's pixel data is read once and kept while its frames are read, [`SliceReader`]).
+//! Memory: one frame's pixel data at a time, whatever the series length or the number of
+//! frames of an instance: pixel data is found by offset and read frame by frame
+//! ([`crate::pixels`], [`SliceReader`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_dictionary_std::uids::{DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS};
-use dicom_object::{OpenFileOptions, open_file};
+use dicom_dictionary_std::uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
+use dicom_object::OpenFileOptions;
 use strokeseg_io::{CaseFiles, Dtype, NiftiWriter};
 use strokeseg_shared::modality::Modality;
 
@@ -501,11 +502,15 @@ pub fn validate_instance(
             ),
         });
     }
-    // One parse: the file size bounds what it can allocate.
-    let obj = open_file(path).map_err(|e| parse_error(path, e))?;
+    // The header up to the pixel data, then one streaming pass over the whole data set:
+    // never the pixel data in memory, however many frames the instance has.
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| parse_error(path, e))?;
     let header = InstanceHeader::from_object(&obj, path)?;
     header.check_pixel_module(limits)?;
-    pixel_bytes(&obj, obj.meta().transfer_syntax(), &header)?;
+    crate::pixels::PixelData::validate(path, &header)?;
     // A multi-frame instance whose frames cannot be read is refused before it is acknowledged.
     header.clone().frames(&obj)?;
     Ok(header)
@@ -513,7 +518,7 @@ pub fn validate_instance(
 
 /// The parse error of the whole file `path`. A deflated file says so: a corrupt or truncated
 /// deflate stream surfaces from the parser as an unreadable data set.
-fn parse_error(path: &Path, e: impl std::fmt::Display) -> DicomError {
+pub(crate) fn parse_error(path: &Path, e: impl std::fmt::Display) -> DicomError {
     let deflated = std::fs::File::open(path).ok().and_then(|f| {
         let mut r = std::io::BufReader::new(f);
         std::io::Read::read_exact(&mut r, &mut [0u8; 128]).ok()?;
@@ -531,83 +536,37 @@ fn parse_error(path: &Path, e: impl std::fmt::Display) -> DicomError {
     }
 }
 
-/// The native pixel data of `obj` (a file in transfer syntax `ts`), checked to hold at
-/// least what `header` declares. RLE Lossless pixel data is decoded here to the same native
-/// samples ([`crate::rle`]); other encapsulated pixel data is refused.
-fn pixel_bytes<'a>(
-    obj: &'a Object,
-    ts: &str,
-    header: &InstanceHeader,
-) -> Result<std::borrow::Cow<'a, [u8]>, DicomError> {
-    let bad = |reason: String| DicomError::BadAttribute {
-        path: header.path.clone(),
-        attribute: "PixelData",
-        reason,
-    };
-    let elem = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .ok_or_else(|| bad("missing".into()))?;
-    let bytes = match elem.value().fragments() {
-        Some(fragments) if ts.trim_end_matches('\0') == RLE_LOSSLESS => {
-            if !header.bits_allocated.is_multiple_of(8) {
-                return Err(bad(format!(
-                    "RLE Lossless with {} bits allocated is not decoded (8 or 16)",
-                    header.bits_allocated
-                )));
-            }
-            let shape = crate::rle::FrameShape {
-                pixels: header.rows as usize * header.columns as usize,
-                samples_per_pixel: header.samples_per_pixel as usize,
-                bytes_per_sample: header.bits_allocated as usize / 8,
-            };
-            crate::rle::decode_frames(fragments, header.n_frames as usize, shape)
-                .map(std::borrow::Cow::Owned)
-                .map_err(|e| bad(format!("corrupt RLE Lossless data: {e}")))?
-        }
-        Some(_) => {
-            return Err(bad(format!(
-                "encapsulated (compressed) pixel data in transfer syntax {ts} is not decoded here"
-            )));
-        }
-        None => elem.to_bytes().map_err(|e| bad(e.to_string()))?,
-    };
-    let needed = header.pixel_data_bytes();
-    // A multi-frame instance's frames are found by offset: a longer value is as wrong as
-    // a shorter one (one pad byte to an even length aside).
-    let too_long = header.n_frames > 1 && bytes.len() as u64 > needed + 1;
-    if (bytes.len() as u64) < needed || too_long {
-        return Err(bad(format!(
-            "{} bytes, {} rows × {} columns × {} frames (NumberOfFrames) × {} bits need {needed}",
-            bytes.len(),
-            header.rows,
-            header.columns,
-            header.n_frames,
-            header.bits_allocated
-        )));
-    }
-    Ok(bytes)
-}
-
 /// Reads the grey-level image `header` (a single-frame image or one frame of a
 /// multi-frame instance) into `out` (`rows × columns` values), Rescale Slope/Intercept
-/// applied. Parses the file each call; [`SliceReader`] keeps a multi-frame instance's pixel
-/// data between its frames.
+/// applied. Finds the pixel data each call; [`SliceReader`] keeps a multi-frame instance
+/// open between its frames.
 pub fn read_slice_f32(header: &InstanceHeader, out: &mut [f32]) -> Result<(), DicomError> {
     SliceReader::default().read(header, out)
 }
 
-/// Reads images one after another ([`read_slice_f32`]), keeping the native pixel data of
-/// the last multi-frame instance read: the frames of one Enhanced CT instance, read in a
-/// row, parse (and, RLE, decode) it once. Memory: one single-frame image, or one
-/// multi-frame instance's pixel data, at a time.
+/// Reads images one after another ([`read_slice_f32`]), keeping the last instance open:
+/// the frames of one Enhanced CT instance, read in a row, find its pixel data (and, deflated,
+/// inflate it) once and are then read by offset. Memory: one frame at a time, whatever the
+/// number of frames ([`crate::pixels`]).
 #[derive(Debug, Default)]
 pub struct SliceReader {
-    cached: Option<(PathBuf, Vec<u8>)>,
+    /// Where a deflated instance is inflated (the system's temporary folder when `None`).
+    scratch_dir: Option<PathBuf>,
+    open: Option<crate::pixels::PixelData>,
+    open_path: PathBuf,
+    frame: Vec<u8>,
 }
 
 impl SliceReader {
+    /// A reader that inflates deflated instances into `scratch_dir` (on disk: an Enhanced
+    /// CT dynamic series inflates to hundreds of megabytes).
+    pub fn new(scratch_dir: &Path) -> SliceReader {
+        SliceReader {
+            scratch_dir: Some(scratch_dir.to_path_buf()),
+            ..SliceReader::default()
+        }
+    }
+
     /// Reads `header`'s image into `out`, as [`read_slice_f32`].
     pub fn read(&mut self, header: &InstanceHeader, out: &mut [f32]) -> Result<(), DicomError> {
         let n = header.rows as usize * header.columns as usize;
@@ -627,38 +586,19 @@ impl SliceReader {
                 ),
             });
         }
-        let Some(frame) = header.frame else {
-            let obj = open_file(&header.path).map_err(|e| parse_error(&header.path, e))?;
-            let bytes = pixel_bytes(&obj, obj.meta().transfer_syntax(), header)?;
-            convert(header, &bytes, out);
-            return Ok(());
-        };
-        let cached = match self.cached.take() {
-            Some((path, bytes)) if path == header.path => (path, bytes),
+        let data = match self.open.take() {
+            Some(data) if self.open_path == header.path => data,
             _ => {
-                let obj = open_file(&header.path).map_err(|e| parse_error(&header.path, e))?;
-                let bytes = pixel_bytes(&obj, obj.meta().transfer_syntax(), header)?.into_owned();
-                (header.path.clone(), bytes)
+                let data =
+                    crate::pixels::PixelData::open(&header.path, self.scratch_dir.as_deref())?;
+                data.check(header)?;
+                self.open_path.clone_from(&header.path);
+                data
             }
         };
-        let frame_bytes = n * header.bits_allocated as usize / 8;
-        let start = frame as usize * frame_bytes;
-        let bytes =
-            cached
-                .1
-                .get(start..start + frame_bytes)
-                .ok_or_else(|| DicomError::BadAttribute {
-                    path: header.path.clone(),
-                    attribute: "PixelData",
-                    reason: format!(
-                        "frame {}: bytes {start}..{} beyond the {} of the pixel data",
-                        frame + 1,
-                        start + frame_bytes,
-                        cached.1.len()
-                    ),
-                })?;
-        convert(header, bytes, out);
-        self.cached = Some(cached);
+        let data = self.open.insert(data);
+        data.read_frame(header, header.frame.unwrap_or(0), &mut self.frame)?;
+        convert(header, &self.frame, out);
         Ok(())
     }
 }
@@ -1258,7 +1198,7 @@ impl DicomStudy {
             let path = case_dir.join(format!("{}.nii", modality.isles_tag()));
             let mut writer = NiftiWriter::create(&path, &header, Dtype::F32)?;
             let mut slice = vec![0f32; g.slice_voxels()];
-            let mut reader = SliceReader::default();
+            let mut reader = SliceReader::new(case_dir);
             for inst in &series.instances {
                 reader.read(inst, &mut slice)?;
                 writer.write_slice_f32(&slice)?;
@@ -1287,7 +1227,7 @@ impl DicomStudy {
             let path = case_dir.join(format!("{}.nii", modality.isles_tag()));
             let mut writer = NiftiWriter::create(&path, &header, Dtype::F32)?;
             let mut slice = vec![0f32; geometry.slice_voxels()];
-            let mut reader = SliceReader::default();
+            let mut reader = SliceReader::new(case_dir);
             for inst in &series.instances {
                 reader.read(inst, &mut slice)?;
                 writer.write_slice_f32(&slice)?;

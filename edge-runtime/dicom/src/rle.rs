@@ -1,6 +1,7 @@
 //! RLE Lossless (1.2.840.10008.1.2.5, DICOM PS3.5 Annex G) decoded to native pixel data:
-//! little-endian samples, colour-by-pixel, frame after frame, exactly what an uncompressed
-//! instance holds, so the reader has one pixel path after this.
+//! little-endian samples, colour-by-pixel, one frame from its fragment, exactly what an
+//! uncompressed instance holds, so the reader has one pixel path after this
+//! ([`crate::pixels`] finds the fragments).
 //!
 //! Written here rather than taken from dicom-rs (whose decoder indexes and unwraps on a
 //! short header or a truncated segment): every offset, run and length is checked, and
@@ -29,42 +30,12 @@ impl FrameShape {
     }
 }
 
-/// Decodes the encapsulated `fragments` of `n_frames` frames into native pixel data
-/// (`n_frames × shape.frame_bytes()` bytes). One fragment per frame, or any number of
-/// fragments for a single frame (concatenated).
-pub(crate) fn decode_frames(
-    fragments: &[Vec<u8>],
-    n_frames: usize,
-    shape: FrameShape,
-) -> Result<Vec<u8>, String> {
-    if fragments.is_empty() {
-        return Err("RLE pixel data without fragments".into());
-    }
-    let frame_bytes = shape.frame_bytes();
-    let mut out = vec![0u8; frame_bytes * n_frames];
-    if n_frames == 1 && fragments.len() > 1 {
-        let joined: Vec<u8> = fragments.concat();
-        decode_frame(&joined, shape, &mut out).map_err(|e| format!("frame 1: {e}"))?;
-        return Ok(out);
-    }
-    if fragments.len() != n_frames {
-        return Err(format!(
-            "{} RLE fragments for {n_frames} frames (one fragment per frame expected)",
-            fragments.len()
-        ));
-    }
-    for (i, (fragment, dst)) in fragments
-        .iter()
-        .zip(out.chunks_exact_mut(frame_bytes))
-        .enumerate()
-    {
-        decode_frame(fragment, shape, dst).map_err(|e| format!("frame {}: {e}", i + 1))?;
-    }
-    Ok(out)
-}
-
 /// Decodes one RLE frame into `dst` (`shape.frame_bytes()` bytes).
-fn decode_frame(fragment: &[u8], shape: FrameShape, dst: &mut [u8]) -> Result<(), String> {
+pub(crate) fn decode_frame(
+    fragment: &[u8],
+    shape: FrameShape,
+    dst: &mut [u8],
+) -> Result<(), String> {
     let u32_at = |i: usize| -> u32 {
         let b = &fragment[i * 4..i * 4 + 4];
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -208,37 +179,25 @@ mod tests {
         let mut f = header(&[64, 66]);
         f.extend_from_slice(&[(-3i8) as u8, 0x01]);
         f.extend_from_slice(&[3, 10, 20, 30, 40, 0]);
-        let out = decode_frames(&[f], 1, SHAPE16).unwrap();
+        let mut out = vec![0u8; SHAPE16.frame_bytes()];
+        decode_frame(&f, SHAPE16, &mut out).unwrap();
         assert_eq!(out, vec![10, 1, 20, 1, 30, 1, 40, 1]);
     }
 
     #[test]
     fn corrupt_frames_are_errors_never_panics() {
+        let decode = |f: &[u8]| decode_frame(f, SHAPE16, &mut [0u8; 8]);
         let short = vec![1u8, 0, 0];
-        assert!(
-            decode_frames(&[short], 1, SHAPE16)
-                .unwrap_err()
-                .contains("header truncated")
-        );
+        assert!(decode(&short).unwrap_err().contains("header truncated"));
         let mut truncated = header(&[64, 66]);
         truncated.extend_from_slice(&[(-3i8) as u8, 0x01, 3, 10, 20]);
-        let e = decode_frames(&[truncated], 1, SHAPE16).unwrap_err();
+        let e = decode(&truncated).unwrap_err();
         assert!(e.contains("segment 2") && e.contains("truncated"), "{e}");
         let mut past_end = header(&[64, 9999]);
         past_end.extend_from_slice(&[0u8; 8]);
-        assert!(
-            decode_frames(&[past_end], 1, SHAPE16)
-                .unwrap_err()
-                .contains("spans bytes")
-        );
+        assert!(decode(&past_end).unwrap_err().contains("spans bytes"));
         let mut too_long = header(&[64, 66]);
         too_long.extend_from_slice(&[(-5i8) as u8, 1, (-3i8) as u8, 2]);
-        assert!(
-            decode_frames(&[too_long], 1, SHAPE16)
-                .unwrap_err()
-                .contains("more than 4")
-        );
-        let e = decode_frames(&[header(&[64]), header(&[64])], 3, SHAPE16).unwrap_err();
-        assert!(e.contains("2 RLE fragments for 3 frames"), "{e}");
+        assert!(decode(&too_long).unwrap_err().contains("more than 4"));
     }
 }
