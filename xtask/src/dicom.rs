@@ -9,8 +9,9 @@
 //!    (storescu → our SCP, incl. `kill -9`; our SCU → storescp, the received SEG through
 //!    dciodvfy; storescu → `strokeseg-edge serve` → storescp end to end, with faults). The
 //!    objects storescp received from the crate's test are kept in `target/tmp/dicom-check/`.
-//! 3. Those SEG, SC and SR files are loaded with pydicom (`tests/scripts/check_dicom.py`,
-//!    pydicom in `.cache/venv-dicom`); skipped, saying so, when pip cannot install it.
+//! 3. Those SEG, SC and SR files are loaded with pydicom and, where pip can install it,
+//!    highdicom (`tests/scripts/check_dicom.py`, both in `.cache/venv-dicom`); skipped,
+//!    saying so, when pip cannot install them.
 
 use std::path::Path;
 use std::process::Command;
@@ -64,13 +65,24 @@ pub fn run(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
-    let Some(python) = process::python_venv(
+    // highdicom where installable (pure Python, from PyPI); pydicom alone otherwise.
+    let python = process::python_venv(
         root,
         ".cache/venv-dicom",
-        &["pydicom"],
-        "import pydicom",
-        "dicom pydicom check",
-    ) else {
+        &["pydicom", "highdicom"],
+        "import pydicom, highdicom",
+        "dicom highdicom check",
+    )
+    .or_else(|| {
+        process::python_venv(
+            root,
+            ".cache/venv-dicom",
+            &["pydicom"],
+            "import pydicom",
+            "dicom pydicom check",
+        )
+    });
+    let Some(python) = python else {
         return Ok(());
     };
     process::run(
