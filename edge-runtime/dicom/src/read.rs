@@ -544,16 +544,21 @@ pub fn read_slice_f32(header: &InstanceHeader, out: &mut [f32]) -> Result<(), Di
     SliceReader::default().read(header, out)
 }
 
-/// Reads images one after another ([`read_slice_f32`]), keeping the last instance open:
-/// the frames of one Enhanced CT instance, read in a row, find its pixel data (and, deflated,
-/// inflate it) once and are then read by offset. Memory: one frame at a time, whatever the
+/// Multi-frame instances a [`SliceReader`] keeps open (a file handle and the pixel data's
+/// offsets each): a dynamic series sent as one instance per slice position is read time
+/// point by time point, alternating between its instances.
+const OPEN_INSTANCES: usize = 64;
+
+/// Reads images one after another ([`read_slice_f32`]), keeping multi-frame instances open:
+/// an Enhanced CT instance's pixel data is found (and, deflated, inflated) once and its
+/// frames are then read by offset, in any order. Memory: one frame at a time, whatever the
 /// number of frames ([`crate::pixels`]).
 #[derive(Debug, Default)]
 pub struct SliceReader {
     /// Where a deflated instance is inflated (the system's temporary folder when `None`).
     scratch_dir: Option<PathBuf>,
-    open: Option<crate::pixels::PixelData>,
-    open_path: PathBuf,
+    /// Open multi-frame instances, the most recently read last.
+    open: Vec<(PathBuf, crate::pixels::PixelData)>,
     frame: Vec<u8>,
 }
 
@@ -586,19 +591,23 @@ impl SliceReader {
                 ),
             });
         }
-        let data = match self.open.take() {
-            Some(data) if self.open_path == header.path => data,
-            _ => {
+        let mut data = match self.open.iter().position(|(p, _)| *p == header.path) {
+            Some(i) => self.open.remove(i).1,
+            None => {
                 let data =
                     crate::pixels::PixelData::open(&header.path, self.scratch_dir.as_deref())?;
                 data.check(header)?;
-                self.open_path.clone_from(&header.path);
                 data
             }
         };
-        let data = self.open.insert(data);
         data.read_frame(header, header.frame.unwrap_or(0), &mut self.frame)?;
         convert(header, &self.frame, out);
+        if header.frame.is_some() {
+            if self.open.len() == OPEN_INSTANCES {
+                self.open.remove(0);
+            }
+            self.open.push((header.path.clone(), data));
+        }
         Ok(())
     }
 }
