@@ -67,7 +67,8 @@ fn open_data_set(path: &Path) -> Result<(BufReader<File>, String, u64), DicomErr
     let file = File::open(path).map_err(|e| DicomError::io(path, e))?;
     let mut reader = BufReader::new(file);
     let mut head = [0u8; 132];
-    let got = read_up_to(&mut reader, &mut head).map_err(|e| DicomError::io(path, e))?;
+    let got =
+        strokeseg_io::read_up_to(&mut reader, &mut head).map_err(|e| DicomError::io(path, e))?;
     let start = if got == 132 && &head[128..132] == b"DICM" {
         128
     } else if got >= 4 && &head[..4] == b"DICM" {
@@ -87,20 +88,6 @@ fn open_data_set(path: &Path) -> Result<(BufReader<File>, String, u64), DicomErr
         .stream_position()
         .map_err(|e| DicomError::io(path, e))?;
     Ok((reader, meta.transfer_syntax().to_owned(), offset))
-}
-
-/// Reads into `buf` until it is full or the source ends; the bytes read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Walks the data set read from `source` (transfer syntax `ts_uid`, starting at byte

@@ -179,8 +179,9 @@ pub(crate) fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, bool, u6
     Ok((reader, compressed, file_len))
 }
 
-/// Reads into `buf` until it is full or the stream ends; returns the bytes read.
-pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads into `buf` until it is full or the stream ends; returns the bytes read (a short
+/// file's magic or preamble is then told apart from an I/O error).
+pub fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {

@@ -21,7 +21,9 @@ pub use dataset::{Dataset, DatasetCase, PatientGrouping};
 pub use dtype::Dtype;
 pub use dynamic::{DynamicLayout, DynamicOptions, DynamicSeries, FrameInterval};
 pub use error::IoError;
-pub use header::{Affine, GridTolerance, HeaderInfo, ReadLimits, new_header, read_header};
+pub use header::{
+    Affine, GridTolerance, HeaderInfo, ReadLimits, new_header, read_header, read_up_to,
+};
 pub use reader::{NiftiVolumeReader, SliceStats};
 pub use study::{CaseFiles, MaskGrid, SlicePreparer, Study, StudyStats};
 pub use writer::NiftiWriter;
