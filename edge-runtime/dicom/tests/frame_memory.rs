@@ -13,7 +13,7 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strokeseg_dicom::RecognizerConfig;
@@ -65,24 +65,6 @@ fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (out, PEAK.load(Ordering::Relaxed).saturating_sub(before))
 }
 
-/// Every file of `files` converted by `tool args` into `dir`.
-fn converted(tool: &Path, args: &[&str], files: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dir).unwrap();
-    files
-        .iter()
-        .enumerate()
-        .map(|(i, src)| {
-            let dst = dir.join(format!("{i}.dcm"));
-            let mut a = args.to_vec();
-            let (s, d) = (src.display().to_string(), dst.display().to_string());
-            a.extend([s.as_str(), d.as_str()]);
-            let (ok, out) = common::run(tool, &a);
-            assert!(ok, "{} {a:?}: {out}", tool.display());
-            dst
-        })
-        .collect()
-}
-
 #[test]
 fn an_enhanced_ct_dynamic_series_is_read_one_frame_at_a_time() {
     let test = "an_enhanced_ct_dynamic_series_is_read_one_frame_at_a_time";
@@ -97,11 +79,11 @@ fn an_enhanced_ct_dynamic_series_is_read_one_frame_at_a_time() {
     let native: Vec<PathBuf> = written.files().cloned().collect();
     let mut stores = vec![("native", dir.path().join("native"))];
     if let Some(dcmconv) = common::tool("dcmconv", test) {
-        converted(&dcmconv, &["+td"], &native, &dir.path().join("deflated"));
+        common::converted(&dcmconv, &["+td"], &native, &dir.path().join("deflated"));
         stores.push(("deflated", dir.path().join("deflated")));
     }
     if let Some(dcmcrle) = common::tool("dcmcrle", test) {
-        converted(&dcmcrle, &[], &native, &dir.path().join("rle"));
+        common::converted(&dcmcrle, &[], &native, &dir.path().join("rle"));
         stores.push(("rle", dir.path().join("rle")));
     }
 

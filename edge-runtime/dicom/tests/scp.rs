@@ -621,22 +621,10 @@ fn compressed_transfer_syntaxes_are_refused_at_negotiation() {
     fallback.release().unwrap();
 }
 
-/// `tool args… src dst` for every file of `written`, into `dst_dir` (flat, numbered).
+/// Every file of `written` converted by the dcmtk `tool args src dst` into `dst_dir`.
 fn converted(tool: &Path, args: &[&str], written: &WrittenStudy, dst_dir: &Path) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dst_dir).unwrap();
-    written
-        .files()
-        .enumerate()
-        .map(|(i, src)| {
-            let dst = dst_dir.join(format!("{i}.dcm"));
-            let (src_s, dst_s) = (src.display().to_string(), dst.display().to_string());
-            let mut a = args.to_vec();
-            a.extend([src_s.as_str(), dst_s.as_str()]);
-            let (ok, out) = common::run(tool, &a);
-            assert!(ok, "{} {a:?}: {out}", tool.display());
-            dst
-        })
-        .collect()
+    let files: Vec<PathBuf> = written.files().cloned().collect();
+    common::converted(tool, args, &files, dst_dir)
 }
 
 /// The transfer syntax in the file meta of `path`.

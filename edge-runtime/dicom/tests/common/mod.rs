@@ -59,3 +59,21 @@ pub fn case_folder_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Every file of `files` converted by the dcmtk `tool args src dst` into `dir` (`<i>.dcm`).
+pub fn converted(tool: &Path, args: &[&str], files: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            let dst = dir.join(format!("{i}.dcm"));
+            let mut a = args.to_vec();
+            let (s, d) = (src.display().to_string(), dst.display().to_string());
+            a.extend([s.as_str(), d.as_str()]);
+            let (ok, out) = run(tool, &a);
+            assert!(ok, "{} {a:?}: {out}", tool.display());
+            dst
+        })
+        .collect()
+}
