@@ -1,6 +1,8 @@
 //! Perfusion maps from a raw dynamic series: time per 256 × 256 slice of 50 frames (one
 //! core; the computation is single-threaded) and peak RSS for a 22-slice vs a 2-slice
-//! study, each computed in a child process of its own. Prints figures, asserts nothing.
+//! study, each computed in a child process of its own, and the edge-preserving smoothing
+//! passes of [`PerfusionConfig::default`] timed alone (best of 15 on a 256 × 256 plane,
+//! so a loaded machine's stalls fall out). Prints figures, asserts nothing.
 //!
 //! `cargo run --release -p strokeseg-io --example perfusion_bench`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -107,6 +109,75 @@ fn compute(path: &Path) {
     );
 }
 
+/// The smoothing passes of one slice, timed alone: the CBV areas, the guide's areas (one
+/// channel each) and the deconvolution coefficients (`channels` interleaved).
+fn smoothing_passes() {
+    use strokeseg_shared::perfusion::spatial::GuidedSmoother;
+    let config = PerfusionConfig::default();
+    let n = N * N;
+    let mut rng = strokeseg_shared::rng::Rng::new(3);
+    let mask: Vec<u8> = (0..n)
+        .map(|i| {
+            let (x, y) = ((i % N) as f32 - 128.0, (i / N) as f32 - 128.0);
+            u8::from(x * x + y * y < 110.0 * 110.0)
+        })
+        .collect();
+    let guide: Vec<f32> = (0..n)
+        .map(|i| if (i % N / 6).is_multiple_of(2) { 40.0 } else { 28.0 } + rng.normal() as f32)
+        .collect();
+    let best_ms = |f: &mut dyn FnMut()| {
+        (0..15)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (mut mask_t, mut guide_t, mut tmp) = (vec![0u8; n], vec![0f32; n], vec![0f32; n]);
+    for (name, sigma, range) in [
+        (
+            "CBV areas",
+            config.cbv_spatial_sigma_px,
+            config.cbv_range_hu,
+        ),
+        (
+            "guide areas",
+            config.guide_area_sigma_px,
+            config.guide_area_range_hu,
+        ),
+    ] {
+        let s = GuidedSmoother::new(sigma, range);
+        let mut plane: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        let ms = best_ms(&mut || {
+            s.apply_plane(
+                &mut plane,
+                &mut tmp,
+                &mask,
+                &guide,
+                &mut mask_t,
+                &mut guide_t,
+                N,
+                N,
+            )
+            .unwrap();
+        });
+        println!("smoothing, {name} (σ {sigma} px, one channel): {ms:.1} ms per slice");
+    }
+    let channels = 30;
+    let s = GuidedSmoother::new(config.spatial_sigma_px, config.spatial_range_hu);
+    let mut coef: Vec<f32> = (0..n * channels).map(|_| rng.normal() as f32).collect();
+    let mut coef_tmp = vec![0f32; n * channels];
+    let ms = best_ms(&mut || {
+        s.apply(&mut coef, &mut coef_tmp, channels, &mask, &guide, N, N)
+            .unwrap();
+    });
+    println!(
+        "smoothing, coefficients (σ {} px, {channels} channels): {ms:.1} ms per slice",
+        config.spatial_sigma_px
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, mode, path] = args.as_slice()
@@ -137,4 +208,5 @@ fn main() {
     if let [a, b] = rss.as_slice() {
         println!("peak RSS 22 slices / 2 slices: {:.3}", b / a);
     }
+    smoothing_passes();
 }

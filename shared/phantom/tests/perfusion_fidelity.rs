@@ -13,7 +13,8 @@ use std::path::Path;
 
 use strokeseg_io::{DynamicOptions, DynamicSeries, IoError};
 use strokeseg_phantom::{
-    DatasetOptions, DynamicSeries as Dyn, PhantomCase, Tissue, generate_case, write_case,
+    DatasetOptions, DynamicSeries as Dyn, PhantomCase, Tissue, apparent_tmax_s, generate_case,
+    write_case,
 };
 use strokeseg_shared::perfusion::PerfusionConfig;
 use strokeseg_shared::perfusion_rule::{CoreRule, HealthyCbfStats, core_mask_slice};
@@ -115,8 +116,42 @@ struct Figures {
     cbv_r: f64,
     rcbf_median_abs_err: f64,
     tmax_mae_s: f64,
+    /// The rule on the computed maps vs on the true maps.
     rule_dice: f64,
+    /// The rule on the true maps with the dispersed flow vs on the true maps: the most a
+    /// deconvolution without a dispersion model reaches.
+    rule_dice_dispersed_truth: f64,
+    /// The rule on the computed maps vs on the true maps with the dispersed flow.
+    rule_dice_vs_dispersed: f64,
     pv_scale: f32,
+}
+
+/// Maximum of the dispersed exponential residue `(D_β ⊗ e^{−t/M})(t)`, at
+/// [`apparent_tmax_s`]: `M / (M − β) · (e^{−t/M} − e^{−t/β})` (1 without dispersion).
+fn dispersed_peak(mtt_s: f64, dispersion_s: f64) -> f64 {
+    if dispersion_s <= 1e-6 || mtt_s <= 1e-6 {
+        return 1.0;
+    }
+    let t = apparent_tmax_s(mtt_s, dispersion_s);
+    if (mtt_s - dispersion_s).abs() < 1e-6 {
+        return (-1.0f64).exp();
+    }
+    mtt_s / (mtt_s - dispersion_s) * ((-t / mtt_s).exp() - (-t / dispersion_s).exp())
+}
+
+/// Dice of two masks (1 when both are empty).
+fn dice(a: &[u8], b: &[u8]) -> f64 {
+    let both = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| **x != 0 && **y != 0)
+        .count();
+    let total = a.iter().filter(|&&x| x != 0).count() + b.iter().filter(|&&x| x != 0).count();
+    if total == 0 {
+        1.0
+    } else {
+        2.0 * both as f64 / total as f64
+    }
 }
 
 fn figures(case: &PhantomCase, c: &Computed, noise_hu: f64, pv_scale: f32) -> Figures {
@@ -167,6 +202,27 @@ fn figures(case: &PhantomCase, c: &Computed, noise_hu: f64, pv_scale: f32) -> Fi
         .map(|(a, b)| (a - b).abs())
         .sum::<f64>()
         / idx.len() as f64;
+    if std::env::var_os("STROKESEG_PERFUSION_REPORT").is_some() {
+        // Where the Tmax error comes from: signed mean and MAE per true zone.
+        for (zone, name) in [(0u8, "healthy"), (1, "penumbra"), (2, "core")] {
+            let err: Vec<f64> = idx
+                .iter()
+                .enumerate()
+                .filter(|&(_, &v)| t.zone[v] == zone)
+                .map(|(i, _)| tmax_comp[i] - tmax_true[i])
+                .collect();
+            if err.is_empty() {
+                continue;
+            }
+            let n = err.len() as f64;
+            println!(
+                "  noise {noise_hu} HU, {name} ({} voxels): Tmax bias {:+.2} s, MAE {:.2} s",
+                err.len(),
+                err.iter().sum::<f64>() / n,
+                err.iter().map(|e| e.abs()).sum::<f64>() / n
+            );
+        }
+    }
 
     // The threshold rule on the computed and on the true maps, inside the evaluated tissue.
     let rule = CoreRule::default();
@@ -198,12 +254,13 @@ fn figures(case: &PhantomCase, c: &Computed, noise_hu: f64, pv_scale: f32) -> Fi
         mask
     };
     let (a, b) = (core(&c.cbf, &c.tmax), core(&true_cbf, &true_tmax));
-    let both = a
-        .iter()
-        .zip(&b)
-        .filter(|(x, y)| **x != 0 && **y != 0)
-        .count();
-    let total = a.iter().filter(|&&x| x != 0).count() + b.iter().filter(|&&x| x != 0).count();
+    // What deconvolution can recover at best: the flow times the maximum of the dispersed
+    // residue `D_β ⊗ e^{−t/M}` (below 1; more so where the transit is short), not the
+    // physiological flow (Calamante et al. 2000).
+    let dispersed_cbf: Vec<f32> = (0..t.cbf_ml_100g_min.len())
+        .map(|v| (t.cbf_ml_100g_min[v] * dispersed_peak(t.mtt_s[v], t.dispersion_s[v])) as f32)
+        .collect();
+    let d = core(&dispersed_cbf, &true_tmax);
     Figures {
         noise_hu,
         dt_s: case.bolus.frame_interval_s,
@@ -213,11 +270,9 @@ fn figures(case: &PhantomCase, c: &Computed, noise_hu: f64, pv_scale: f32) -> Fi
         cbv_r: pearson(&pick(&t.cbv_ml_100g), &pick32(&c.cbv)),
         rcbf_median_abs_err: rcbf_err,
         tmax_mae_s: tmax_mae,
-        rule_dice: if total == 0 {
-            1.0
-        } else {
-            2.0 * both as f64 / total as f64
-        },
+        rule_dice: dice(&a, &b),
+        rule_dice_dispersed_truth: dice(&d, &b),
+        rule_dice_vs_dispersed: dice(&a, &d),
         pv_scale,
     }
 }
@@ -251,23 +306,23 @@ fn computed_maps_meet_the_issue_targets_at_5_hu() {
     assert!(f.rule_dice >= 0.85, "{f:?}");
 }
 
-/// At 10 HU per frame the CBF targets are met (r 0.90, rCBF 14 %); CBV (r 0.865 with its
-/// own σ 8 px smoothing, 0.80 without), Tmax and the rule's Dice are not (BENCHMARKS.md,
-/// "Perfusion maps from the raw series", says why): the bounds guard today's figures.
+/// At 10 HU per frame the CBF and CBV targets are met (r 0.90 and 0.91, rCBF 13 %); Tmax
+/// (MAE 1.27 s) and the rule's Dice (0.78) are not (BENCHMARKS.md, "Perfusion maps from the
+/// raw series", says why): the bounds guard today's figures.
 #[test]
 fn computed_maps_at_ctp_noise() {
     let f = run(2018, 10.0, &PerfusionConfig::default());
     println!("{f:?}");
-    assert!(f.cbf_r >= 0.89, "{f:?}");
+    assert!(f.cbf_r >= 0.9, "{f:?}");
     assert!(f.rcbf_median_abs_err <= 0.15, "{f:?}");
-    assert!(f.cbv_r >= 0.85, "{f:?}");
-    assert!(f.tmax_mae_s <= 1.5, "{f:?}");
-    assert!(f.rule_dice >= 0.72, "{f:?}");
+    assert!(f.cbv_r >= 0.9, "{f:?}");
+    assert!(f.tmax_mae_s <= 1.35, "{f:?}");
+    assert!(f.rule_dice >= 0.76, "{f:?}");
 }
 
 /// The model-based Tmax ([`PerfusionConfig::model_refinement`], off by default) at 10 HU
-/// per frame: Tmax within ≈ 1.1 s instead of 1.35 s (no truncation lateness), the other
-/// maps unchanged, the rule's Dice lower (0.67 vs 0.77: more voxels fall under the healthy
+/// per frame: Tmax within ≈ 1.1 s instead of 1.27 s (no truncation lateness), the other
+/// maps unchanged, the rule's Dice lower (0.76 vs 0.78: more voxels fall under the healthy
 /// reference's Tmax < 4 s and its CBF drops, while the noisy low-flow CBF stays high).
 #[test]
 fn model_based_tmax_at_ctp_noise() {
@@ -283,7 +338,8 @@ fn model_based_tmax_at_ctp_noise() {
 }
 
 /// `STROKESEG_PERFUSION_REPORT=1`: the figures at several noise levels (BENCHMARKS.md),
-/// with the default configuration and with the model-based Tmax.
+/// with the default configuration and with the model-based Tmax, per seed
+/// (`STROKESEG_PERFUSION_SEEDS`, default 2018).
 #[test]
 fn figures_per_noise_level() {
     if std::env::var_os("STROKESEG_PERFUSION_REPORT").is_none() {
@@ -293,12 +349,18 @@ fn figures_per_noise_level() {
         model_refinement: true,
         ..PerfusionConfig::default()
     };
-    for (name, config) in [
-        ("default", PerfusionConfig::default()),
-        ("model Tmax", model),
-    ] {
-        for noise_hu in [0.0, 2.5, 5.0, 7.5, 10.0, 15.0] {
-            println!("{name}: {:?}", run(2018, noise_hu, &config));
+    // `STROKESEG_PERFUSION_SEEDS=2018,99,7`: more phantom cases than the default one.
+    let seeds: Vec<u64> = std::env::var("STROKESEG_PERFUSION_SEEDS")
+        .map(|v| v.split(',').map(|s| s.trim().parse().unwrap()).collect())
+        .unwrap_or_else(|_| vec![2018]);
+    for seed in seeds {
+        for (name, config) in [
+            ("default", PerfusionConfig::default()),
+            ("model Tmax", model),
+        ] {
+            for noise_hu in [0.0, 2.5, 5.0, 7.5, 10.0, 15.0] {
+                println!("seed {seed} {name}: {:?}", run(seed, noise_hu, &config));
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Pass 2 of the perfusion computation: one slice of all frames → baseline, tissue mask,
 //! smoothed enhancement, deconvolution, and the CBF, CBV, MTT and Tmax maps of the slice.
 //!
-//! [`SliceProcessor`] holds every buffer, sized once per study: `(15 + 2 · C) · nx · ny` f32
+//! [`SliceProcessor`] holds every buffer, sized once per study: `(16 + 2 · C) · nx · ny` f32
 //! (`C` = [`Basis::max_components`] + 1) plus the deconvolution basis;
 //! [`SliceProcessor::process`] works in place on the caller's frames: baseline and
 //! enhancement, tissue mask, each tissue curve projected on the kept deconvolution
@@ -106,6 +106,15 @@ pub fn check_slice(
     Ok(())
 }
 
+/// Which plane [`SliceProcessor::smoothed_areas`] fills.
+#[derive(Debug, Clone, Copy)]
+enum AreaPlane {
+    /// The CBV areas.
+    Cbv,
+    /// The areas of the coefficients' guide.
+    Guide,
+}
+
 /// Computes the maps of one slice after another with the study's AIF.
 #[derive(Debug)]
 pub struct SliceProcessor {
@@ -137,6 +146,9 @@ pub struct SliceProcessor {
     coef_tmp: Vec<f32>,
     /// CBV area per voxel, smoothed with `config.cbv_spatial_sigma_px`.
     cbv_area: Vec<f32>,
+    /// The coefficients' guide: `guide` plus the smoothed first-pass area per
+    /// `config.guide_area_hu_s_per_hu` (unused when that is 0).
+    area_guide: Vec<f32>,
     /// Transposed tissue mask (scratch of the CBV smoothing).
     mask_t: Vec<u8>,
     /// Channels per voxel in `coef`: `basis.max_components() + 1`.
@@ -214,6 +226,7 @@ impl SliceProcessor {
             coef_tmp: vec![0.0; nxy * channels],
             cbv_area: vec![0.0; nxy],
             mask_t: vec![0; nxy],
+            area_guide: vec![0.0; nxy],
             channels,
             curve: vec![0.0; grid.n_frames],
             residue: vec![0.0; len],
@@ -230,6 +243,34 @@ impl SliceProcessor {
             },
             basis,
         })
+    }
+
+    /// Copies each voxel's first-pass area (the last channel of `coef`) into the plane
+    /// `which` and smooths it there, edge-preserving on the time-averaged attenuation.
+    fn smoothed_areas(
+        &mut self,
+        sigma_px: f32,
+        range_hu: f32,
+        which: AreaPlane,
+    ) -> Result<(), CoreError> {
+        let ch = self.channels;
+        let plane = match which {
+            AreaPlane::Cbv => &mut self.cbv_area,
+            AreaPlane::Guide => &mut self.area_guide,
+        };
+        for (a, c) in plane.iter_mut().zip(self.coef.chunks_exact(ch)) {
+            *a = c[ch - 1];
+        }
+        GuidedSmoother::new(sigma_px, range_hu).apply_plane(
+            plane,
+            &mut self.tmp,
+            &self.mask,
+            &self.guide,
+            &mut self.mask_t,
+            &mut self.weight,
+            self.nx,
+            self.ny,
+        )
     }
 
     /// The deconvolution basis (its singular values, for reports).
@@ -323,27 +364,29 @@ impl SliceProcessor {
         }
         let cbv_sigma = self.config.cbv_spatial_sigma_px;
         if cbv_sigma > 0.0 {
-            for (a, c) in self.cbv_area.iter_mut().zip(self.coef.chunks_exact(ch)) {
-                *a = c[ch - 1];
-            }
-            GuidedSmoother::new(cbv_sigma, self.config.spatial_range_hu).apply_plane(
-                &mut self.cbv_area,
-                &mut self.tmp,
-                &self.mask,
-                &self.guide,
-                &mut self.mask_t,
-                &mut self.weight,
-                nx,
-                ny,
-            )?;
+            self.smoothed_areas(cbv_sigma, self.config.cbv_range_hu, AreaPlane::Cbv)?;
         }
         if self.config.spatial_sigma_px > 0.0 {
+            let per_hu = self.config.guide_area_hu_s_per_hu;
+            let guide = if per_hu > 0.0 {
+                let (sigma, range) = (
+                    self.config.guide_area_sigma_px,
+                    self.config.guide_area_range_hu,
+                );
+                self.smoothed_areas(sigma, range, AreaPlane::Guide)?;
+                for (g, &attenuation) in self.area_guide.iter_mut().zip(&self.guide) {
+                    *g = attenuation + *g / per_hu;
+                }
+                &self.area_guide
+            } else {
+                &self.guide
+            };
             GuidedSmoother::new(self.config.spatial_sigma_px, self.config.spatial_range_hu).apply(
                 &mut self.coef,
                 &mut self.coef_tmp,
                 ch,
                 &self.mask,
-                &self.guide,
+                guide,
                 nx,
                 ny,
             )?;

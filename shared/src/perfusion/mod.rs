@@ -38,7 +38,7 @@
 //! # Memory
 //!
 //! Bounded per study, independent of the number of slices: one slice of all frames
-//! (`n_frames · nx · ny` f32, read by the source), about `(15 + 2 · C) · nx · ny` f32 of
+//! (`n_frames · nx · ny` f32, read by the source), about `(16 + 2 · C) · nx · ny` f32 of
 //! per-slice buffers (`C`: the kept deconvolution components plus one, ≤ `2 · n_frames + 1`,
 //! typically 20–40), the deconvolution basis (`L + L · n_frames + L²` f32, `L = 2 · n_frames`,
 //! 0.2 MB for 50 frames) and the candidate sets (`2 · K · n_frames` f32, K =
@@ -99,8 +99,11 @@ pub const MIN_VESSEL_PEAK_HU: f32 = 40.0;
 /// configuration computes (a model trained on computed maps records it,
 /// [`crate::config::MapsProvenance`]). 1: issue 12 phase 1; 2: edge-preserving smoothing of
 /// the deconvolution coefficients, tissue baseline up to the AIF's arrival, ladder to 5 %;
-/// 3: CBV areas smoothed with their own σ ([`PerfusionConfig::cbv_spatial_sigma_px`]).
-pub const PERFUSION_VERSION: u32 = 3;
+/// 3: CBV areas smoothed with their own σ ([`PerfusionConfig::cbv_spatial_sigma_px`]);
+/// 4: the coefficients' guide adds the first-pass area
+/// ([`PerfusionConfig::guide_area_hu_s_per_hu`]), σ 5.5 px at range σ 7 HU, CBV areas at
+/// σ 16 px and their own range σ 2.5 HU.
+pub const PERFUSION_VERSION: u32 = 4;
 
 /// A named [`PerfusionConfig`], as model metadata records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,17 +153,32 @@ pub struct PerfusionConfig {
     /// Gaussian σ of the in-plane smoothing of the enhancement inside the tissue mask,
     /// pixels (0: none; at most [`spatial::MAX_SIGMA_PX`]).
     pub spatial_sigma_px: f32,
-    /// Range σ of the edge-preserving spatial smoothing, HU of time-averaged attenuation
-    /// ([`spatial::GuidedSmoother`]): neighbours whose mean attenuation differs from the
-    /// voxel's by much more than this (grey vs white matter, ≈ 10 HU) count little. 0: plain
-    /// gaussian smoothing.
+    /// Range σ of the edge-preserving smoothing of the deconvolution coefficients, HU of
+    /// the guide ([`spatial::GuidedSmoother`]): neighbours whose guide differs from the
+    /// voxel's by much more than this count little. The guide is the time-averaged
+    /// attenuation (grey vs white matter differ by ≈ 10 HU) plus, with
+    /// `guide_area_hu_s_per_hu` > 0, the voxel's first-pass area in HU per that many HU·s.
+    /// 0: plain gaussian smoothing.
     pub spatial_range_hu: f32,
+    /// Spatial σ of the edge-preserving smoothing (range σ `guide_area_range_hu` on the
+    /// time-averaged attenuation) of the first-pass areas that enter the coefficients'
+    /// guide, pixels (at most [`spatial::MAX_SIGMA_PX`]).
+    pub guide_area_sigma_px: f32,
+    /// Range σ of that smoothing, HU of time-averaged attenuation.
+    pub guide_area_range_hu: f32,
+    /// First-pass area per HU of guide, HU·s (0: the guide is the attenuation alone).
+    /// Grey matter's area (≈ 100 HU·s) adds ≈ 20 HU, an ischaemic core's a few: the core
+    /// and the tissue around it, alike in attenuation, stop being averaged together, so
+    /// the core's small curves are not swamped by its neighbours' (earlier, larger) ones.
+    pub guide_area_hu_s_per_hu: f32,
     /// Spatial σ of the edge-preserving smoothing of the CBV areas only, pixels (0: the
     /// areas are smoothed with `spatial_sigma_px` like the deconvolution coefficients; at
     /// most [`spatial::MAX_SIGMA_PX`]). CBV varies less across tissue than its noise does
     /// (a voxel's first-pass area has an SNR of ≈ 0.5 at 10 HU per frame), and the rule
     /// does not use it, so it may be smoothed more than CBF and Tmax.
     pub cbv_spatial_sigma_px: f32,
+    /// Range σ of the CBV areas' smoothing, HU of time-averaged attenuation.
+    pub cbv_range_hu: f32,
     /// Frames ignored at the start (scanner settling), 0 for most protocols.
     pub skip_frames: usize,
     /// Seconds between the end of the baseline and the detected arrival of the AIF (10 %
@@ -182,8 +200,8 @@ pub struct PerfusionConfig {
     /// Tmax from a fit of the indicator-dilution model (dispersed exponential residue over
     /// a grid of delays) to each smoothed tissue curve after the SVD residue ([`model`])
     /// instead of the time of the truncated residue's maximum. Off by default: at 10 HU
-    /// per frame it lowers the Tmax error (1.35 → 1.07 s) but the threshold rule's Dice
-    /// falls (0.77 → 0.68; BENCHMARKS.md); it costs a template dot product per grid point
+    /// per frame it lowers the Tmax error (1.27 → 1.07 s) but the threshold rule's Dice
+    /// falls (0.78 → 0.76; BENCHMARKS.md); it costs a template dot product per grid point
     /// visited and voxel.
     pub model_refinement: bool,
 }
@@ -193,9 +211,13 @@ impl Default for PerfusionConfig {
         PerfusionConfig {
             method: DeconvolutionMethod::default(),
             temporal_smoothing: true,
-            spatial_sigma_px: 4.5,
-            spatial_range_hu: 4.0,
-            cbv_spatial_sigma_px: 8.0,
+            spatial_sigma_px: 5.5,
+            spatial_range_hu: 7.0,
+            guide_area_sigma_px: 4.0,
+            guide_area_range_hu: 4.0,
+            guide_area_hu_s_per_hu: 5.0,
+            cbv_spatial_sigma_px: 16.0,
+            cbv_range_hu: 2.5,
             skip_frames: 0,
             baseline_margin_s: 1.5,
             cbv_window_s: 35.0,
@@ -212,18 +234,27 @@ impl PerfusionConfig {
     pub fn validate(&self) -> Result<(), crate::CoreError> {
         self.method.validate()?;
         let bad = |reason| Err(crate::CoreError::InvalidConfig { reason });
-        if !(self.spatial_sigma_px.is_finite()
-            && (0.0..=spatial::MAX_SIGMA_PX).contains(&self.spatial_sigma_px))
-        {
-            return bad("spatial_sigma_px must be in 0..=8");
+        let sigma_ok = |s: f32| s.is_finite() && (0.0..=spatial::MAX_SIGMA_PX).contains(&s);
+        let non_negative = |v: f32| v.is_finite() && v >= 0.0;
+        if !sigma_ok(self.spatial_sigma_px) {
+            return bad("spatial_sigma_px must be in 0..=16");
         }
-        if !(self.cbv_spatial_sigma_px.is_finite()
-            && (0.0..=spatial::MAX_SIGMA_PX).contains(&self.cbv_spatial_sigma_px))
-        {
-            return bad("cbv_spatial_sigma_px must be in 0..=8");
+        if !sigma_ok(self.cbv_spatial_sigma_px) {
+            return bad("cbv_spatial_sigma_px must be in 0..=16");
         }
-        if !(self.spatial_range_hu.is_finite() && self.spatial_range_hu >= 0.0) {
-            return bad("spatial_range_hu must be finite and ≥ 0");
+        if !sigma_ok(self.guide_area_sigma_px) {
+            return bad("guide_area_sigma_px must be in 0..=16");
+        }
+        if !non_negative(self.spatial_range_hu)
+            || !non_negative(self.cbv_range_hu)
+            || !non_negative(self.guide_area_range_hu)
+        {
+            return bad(
+                "spatial_range_hu, cbv_range_hu and guide_area_range_hu must be finite and ≥ 0",
+            );
+        }
+        if !non_negative(self.guide_area_hu_s_per_hu) {
+            return bad("guide_area_hu_s_per_hu must be finite and ≥ 0");
         }
         if !(self.baseline_margin_s.is_finite() && self.baseline_margin_s >= 0.0) {
             return bad("baseline_margin_s must be finite and ≥ 0");
@@ -366,12 +397,12 @@ mod tests {
         assert!((r * CBF_PER_RESIDUE - cbf).abs() < 1e-9);
         assert!(PerfusionConfig::default().validate().is_ok());
         let bad = PerfusionConfig {
-            spatial_sigma_px: 9.5,
+            spatial_sigma_px: 16.5,
             ..PerfusionConfig::default()
         };
         assert!(bad.validate().is_err());
         let bad_cbv = PerfusionConfig {
-            cbv_spatial_sigma_px: 9.0,
+            cbv_spatial_sigma_px: 17.0,
             ..PerfusionConfig::default()
         };
         assert!(bad_cbv.validate().is_err());
