@@ -234,8 +234,9 @@ fn build_basis<'b>(
 /// The maps of the slice, in the order of `SliceProcessor::process`: baseline (every frame
 /// before the AIF's arrival) and enhancement, head mask and smoothed baseline, the tissue
 /// mask (parenchymal baseline, no vessel peak), each tissue curve temporally smoothed and
-/// projected with its CBV area, the guided smoothing of the coefficients, the residue fit,
-/// CBF, CBV, MTT and Tmax.
+/// projected with its CBV area, the CBV areas and the guide's areas smoothed on the
+/// attenuation, the guided smoothing of the coefficients, the residue fit, CBF, CBV, MTT
+/// and Tmax.
 #[inline(never)]
 fn perfusion_maps(
     source: &[f32],
@@ -344,9 +345,56 @@ fn perfusion_maps(
         mask.iter().filter(|&&m| m != 0).count() as u64,
     );
     sink.bits("perfusion.coef_bits", 0, hash_f32(coef));
+    // The first-pass areas, smoothed on the attenuation for CBV and for the coefficients'
+    // guide, as `SliceProcessor` does.
+    let (mut mask_t, mut guide_t) = ([0u8; NXY], [0f32; NXY]);
+    let mut smoothed_areas = |sigma_px: f32, range_hu: f32| -> Result<[f32; NXY], CoreError> {
+        let mut plane = [0f32; NXY];
+        for (a, c) in plane.iter_mut().zip(coef.chunks_exact(ch)) {
+            *a = c[ch - 1];
+        }
+        GuidedSmoother::new(sigma_px, range_hu).apply_plane(
+            &mut plane,
+            &mut tmp,
+            &mask,
+            &guide,
+            &mut mask_t,
+            &mut guide_t,
+            DYN_NX,
+            DYN_NY,
+        )?;
+        Ok(plane)
+    };
+    let cbv_sigma = config.cbv_spatial_sigma_px;
+    let cbv_area = if cbv_sigma > 0.0 {
+        Some(smoothed_areas(cbv_sigma, config.cbv_range_hu)?)
+    } else {
+        None
+    };
+    let per_hu = config.guide_area_hu_s_per_hu;
+    let coef_guide = if per_hu > 0.0 {
+        let mut g = smoothed_areas(config.guide_area_sigma_px, config.guide_area_range_hu)?;
+        for (g, &attenuation) in g.iter_mut().zip(&guide) {
+            *g = attenuation + *g / per_hu;
+        }
+        g
+    } else {
+        guide
+    };
+    if let Some(areas) = &cbv_area {
+        sink.bits("perfusion.cbv_area_bits", 0, hash_f32(areas));
+    }
+    sink.bits("perfusion.coef_guide_bits", 0, hash_f32(&coef_guide));
     if config.spatial_sigma_px > 0.0 {
-        GuidedSmoother::new(config.spatial_sigma_px, config.spatial_range_hu)
-            .apply(coef, coef_tmp, ch, &mask, &guide, DYN_NX, DYN_NY)?;
+        GuidedSmoother::new(config.spatial_sigma_px, config.spatial_range_hu).apply(
+            coef,
+            coef_tmp,
+            ch,
+            &mask,
+            &coef_guide,
+            DYN_NX,
+            DYN_NY,
+        )?;
     }
     sink.bits("perfusion.smoothed_coef_bits", 0, hash_f32(coef));
 
@@ -374,7 +422,11 @@ fn perfusion_maps(
         );
         thresholds = thresholds.wrapping_add(u64::from(fit.threshold.to_bits()));
         let cbf = f64::from(fit.r_max_per_s) * CBF_PER_RESIDUE;
-        let cbv = cbv.max(0.0);
+        let cbv = match &cbv_area {
+            Some(areas) => f64::from(areas[v] / aif_area_hu_s) * CBV_PER_AREA_RATIO,
+            None => cbv,
+        }
+        .max(0.0);
         maps[0][v] = cbf as f32;
         maps[1][v] = cbv as f32;
         maps[3][v] = fit.tmax_s.min(MAX_TIME_S as f32);
